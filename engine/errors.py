@@ -1,0 +1,84 @@
+"""The engine's exception hierarchy.
+
+Every error the engine raises for bad input is a :class:`GradnetError` with a machine-readable
+``code``, a human ``message`` that says what was expected, and a ``path`` into the request
+(``nodes[3].attrs.axis``) so a client can find the offending field. The service maps ``status``
+to the HTTP status code; the engine itself knows nothing about HTTP.
+"""
+
+from __future__ import annotations
+
+
+class GradnetError(Exception):
+    """Base class: the request or network is invalid."""
+
+    code = "invalid_request"
+    status = 422
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"code": self.code, "message": self.message, "path": self.path}
+
+    def __str__(self) -> str:
+        return f"{self.message} (at {self.path})" if self.path else self.message
+
+
+class NetworkError(GradnetError):
+    """The network definition is malformed (missing field, wrong type)."""
+
+    code = "invalid_network"
+
+
+class UnknownOpError(NetworkError):
+    code = "unknown_op"
+
+
+class AttrError(NetworkError):
+    code = "bad_attr"
+
+
+class UndefinedNameError(NetworkError):
+    code = "undefined_name"
+
+
+class DuplicateNameError(NetworkError):
+    code = "duplicate_name"
+
+
+class CycleError(NetworkError):
+    code = "cycle"
+
+
+class TensorError(GradnetError):
+    """A tensor object is malformed: bad dtype, data that does not match its shape, bad base64."""
+
+    code = "invalid_tensor"
+
+
+class TooLargeError(GradnetError):
+    """A tensor, an intermediate value or a network is over a configured limit."""
+
+    code = "too_large"
+    status = 413
+
+
+class ShapeError(GradnetError):
+    code = "shape_mismatch"
+
+
+class DTypeError(GradnetError):
+    code = "dtype_mismatch"
+
+
+class SensError(GradnetError):
+    code = "bad_sens"
+
+
+class ArgumentError(GradnetError):
+    """A request argument is wrong: input count, unknown weight or parameter name."""
+
+    code = "bad_argument"

@@ -1,0 +1,287 @@
+"""Elementwise primitives: arithmetic, activations, comparisons, Cast, Select."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ..dtypes import DTYPES
+from .catalog import Attr, op
+
+XY = ("x", "y")
+
+
+def _unbroadcast(grad: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Sum a broadcast gradient back down to an operand's shape."""
+    extra = grad.ndim - len(shape)
+    if extra:
+        grad = grad.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, d in enumerate(shape) if d == 1 and grad.shape[i] != 1)
+    return grad.sum(axis=axes, keepdims=True) if axes else grad
+
+
+def _chooser(pick_x: jax.Array, x: jax.Array, y: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
+    zero = jnp.zeros_like(g)
+    gx = _unbroadcast(jnp.where(pick_x, g, zero), x.shape).astype(x.dtype)
+    gy = _unbroadcast(jnp.where(pick_x, zero, g), y.shape).astype(y.dtype)
+    return gx, gy
+
+
+# MindSpore's MaximumGrad/MinimumGrad send the whole gradient to x on a tie (x >= y, x <= y);
+# JAX would split it half and half, so these two carry their own VJP.
+@jax.custom_vjp
+def _maximum(x: jax.Array, y: jax.Array) -> jax.Array:
+    return jnp.maximum(x, y)
+
+
+_maximum.defvjp(lambda x, y: (jnp.maximum(x, y), (x, y)), lambda res, g: _chooser(res[0] >= res[1], *res, g))
+
+
+@jax.custom_vjp
+def _minimum(x: jax.Array, y: jax.Array) -> jax.Array:
+    return jnp.minimum(x, y)
+
+
+_minimum.defvjp(lambda x, y: (jnp.minimum(x, y), (x, y)), lambda res, g: _chooser(res[0] <= res[1], *res, g))
+
+
+@op("Add", inputs=XY)
+def add(x, y):
+    """x + y, with broadcasting."""
+    return x + y
+
+
+@op("Sub", inputs=XY)
+def sub(x, y):
+    """x - y, with broadcasting."""
+    return x - y
+
+
+@op("Mul", inputs=XY)
+def mul(x, y):
+    """x * y, with broadcasting."""
+    return x * y
+
+
+def _divide(x, y):
+    if jnp.issubdtype(jnp.result_type(x, y), jnp.integer):
+        return jnp.floor_divide(x, y)
+    return x / y
+
+
+@op("Div", inputs=XY)
+def div(x, y):
+    """x / y (floor division for integers)."""
+    return _divide(x, y)
+
+
+@op("RealDiv", inputs=XY)
+def real_div(x, y):
+    """x / y."""
+    return _divide(x, y)
+
+
+@op("Pow", inputs=XY)
+def pow_(x, y):
+    """x ** y."""
+    return jnp.power(x, y)
+
+
+@op("Maximum", inputs=XY)
+def maximum(x, y):
+    """Elementwise maximum; on a tie the gradient goes to x, as in MindSpore."""
+    return _maximum(x, y) if jnp.issubdtype(jnp.result_type(x, y), jnp.inexact) else jnp.maximum(x, y)
+
+
+@op("Minimum", inputs=XY)
+def minimum(x, y):
+    """Elementwise minimum; on a tie the gradient goes to x, as in MindSpore."""
+    return _minimum(x, y) if jnp.issubdtype(jnp.result_type(x, y), jnp.inexact) else jnp.minimum(x, y)
+
+
+@op("SquaredDifference", inputs=XY)
+def squared_difference(x, y):
+    """(x - y) ** 2."""
+    d = x - y
+    return d * d
+
+
+@op("Neg")
+def neg(x):
+    """-x."""
+    return -x
+
+
+@op("Abs")
+def abs_(x):
+    """|x| (gradient sign(x), so 0 at 0)."""
+    return jnp.abs(x)
+
+
+@op("Exp")
+def exp(x):
+    """e ** x."""
+    return jnp.exp(x)
+
+
+@op("Log")
+def log(x):
+    """Natural logarithm."""
+    return jnp.log(x)
+
+
+@op("Log1p")
+def log1p(x):
+    """log(1 + x)."""
+    return jnp.log1p(x)
+
+
+@op("Sqrt")
+def sqrt(x):
+    """Square root."""
+    return jnp.sqrt(x)
+
+
+@op("Rsqrt")
+def rsqrt(x):
+    """1 / sqrt(x)."""
+    return lax.rsqrt(x)
+
+
+@op("Square")
+def square(x):
+    """x * x."""
+    return x * x
+
+
+@op("Reciprocal")
+def reciprocal(x):
+    """1 / x."""
+    return 1 / x
+
+
+@op("Sin")
+def sin(x):
+    """Sine."""
+    return jnp.sin(x)
+
+
+@op("Cos")
+def cos(x):
+    """Cosine."""
+    return jnp.cos(x)
+
+
+@op("Tanh")
+def tanh(x):
+    """Hyperbolic tangent."""
+    return jnp.tanh(x)
+
+
+@op("Sigmoid")
+def sigmoid(x):
+    """1 / (1 + exp(-x))."""
+    return jax.nn.sigmoid(x)
+
+
+@op("ReLU")
+def relu(x):
+    """max(x, 0); gradient 0 at 0."""
+    return jax.nn.relu(x)
+
+
+@op("ReLU6")
+def relu6(x):
+    """min(max(x, 0), 6)."""
+    return jax.nn.relu6(x)
+
+
+@op("GeLU")
+def gelu(x):
+    """Gaussian error linear unit, MindSpore's tanh approximation."""
+    return jax.nn.gelu(x, approximate=True)
+
+
+@op("Softplus")
+def softplus(x):
+    """log(1 + exp(x))."""
+    return jax.nn.softplus(x)
+
+
+@op("Erf")
+def erf(x):
+    """The error function."""
+    return lax.erf(x)
+
+
+@op("Sign")
+def sign(x):
+    """-1, 0 or 1 (zero gradient)."""
+    return jnp.sign(x)
+
+
+@op("Floor")
+def floor(x):
+    """Round down (zero gradient)."""
+    return jnp.floor(x)
+
+
+@op("Cast", attrs=(Attr("dtype", "dtype", doc="the target dtype, e.g. \"float32\""),))
+def cast(x, *, dtype):
+    """Convert x to ``dtype``; the gradient is cast back."""
+    return x.astype(DTYPES[dtype])
+
+
+@op("Select", inputs=("cond", "x", "y"))
+def select(cond, x, y):
+    """x where cond is true, else y."""
+    return jnp.where(cond, x, y)
+
+
+@op("Equal", inputs=XY)
+def equal(x, y):
+    """x == y (bool, not differentiable)."""
+    return x == y
+
+
+@op("Greater", inputs=XY)
+def greater(x, y):
+    """x > y (bool)."""
+    return x > y
+
+
+@op("GreaterEqual", inputs=XY)
+def greater_equal(x, y):
+    """x >= y (bool)."""
+    return x >= y
+
+
+@op("Less", inputs=XY)
+def less(x, y):
+    """x < y (bool)."""
+    return x < y
+
+
+@op("LessEqual", inputs=XY)
+def less_equal(x, y):
+    """x <= y (bool)."""
+    return x <= y
+
+
+@op("StopGradient")
+def stop_gradient(x):
+    """Pass x forward and block its gradient (ops.stop_gradient)."""
+    return lax.stop_gradient(x)
+
+
+@op("ZerosLike")
+def zeros_like(x):
+    """Zeros of x's shape and dtype."""
+    return jnp.zeros_like(x)
+
+
+@op("OnesLike")
+def ones_like(x):
+    """Ones of x's shape and dtype."""
+    return jnp.ones_like(x)

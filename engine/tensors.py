@@ -1,0 +1,209 @@
+"""The tensor codec: wire tensor objects <-> NumPy arrays.
+
+A wire tensor is ``{"dtype", "shape", "data"}`` (flat or nested JSON numbers, with ``"NaN"``,
+``"Infinity"`` and ``"-Infinity"`` standing in for non-finite values) or ``{"dtype", "shape",
+"b64"}`` (little-endian raw bytes). The element count is checked against the limit *before*
+anything is allocated, and the data is converted by NumPy in bulk, never element by element in
+Python, so a large tensor costs one C loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .dtypes import dtype_name, is_float, parse_dtype
+from .errors import TensorError, TooLargeError
+
+NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+_ENCODINGS = ("json", "b64")
+
+
+def _field(obj: Mapping[str, Any], path: str | None, *names: str) -> Any:
+    for name in names:
+        if name in obj:
+            return obj[name]
+    return None
+
+
+def parse_shape(shape: Any, path: str | None) -> tuple[int, ...]:
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise TensorError(f"shape must be a list of non-negative integers, got {shape!r}", _join(path, "shape"))
+    return tuple(shape)
+
+
+def element_count(shape: tuple[int, ...]) -> int:
+    return math.prod(shape)
+
+
+def check_size(shape: tuple[int, ...], max_elements: int | None, path: str | None) -> None:
+    if max_elements is not None and element_count(shape) > max_elements:
+        raise TooLargeError(
+            f"tensor of shape {list(shape)} has {element_count(shape)} elements, over the limit "
+            f"of {max_elements}",
+            path,
+        )
+
+
+def _join(path: str | None, field: str) -> str:
+    return f"{path}.{field}" if path else field
+
+
+def _nested_shape(data: Any, path: str | None) -> tuple[int, ...]:
+    """Infer the shape of a nested list by walking its first elements (depth-bounded)."""
+    shape = []
+    node = data
+    while isinstance(node, list):
+        shape.append(len(node))
+        if len(shape) > 64:
+            raise TensorError("nested data is more than 64 levels deep", _join(path, "data"))
+        if not node:
+            break
+        node = node[0]
+    return tuple(shape)
+
+
+def decode_tensor(
+    obj: Any,
+    path: str | None = None,
+    *,
+    max_elements: int | None = None,
+    binary: bytes | memoryview | None = None,
+) -> np.ndarray:
+    """Decode one wire tensor into a NumPy array of its declared dtype and shape.
+
+    ``binary`` carries the raw bytes of a tensor sent with the Open Inference Protocol binary
+    extension (its JSON part says ``binary_data_size``); the service's body codec slices them.
+    """
+    if not isinstance(obj, Mapping):
+        raise TensorError(
+            f"a tensor must be an object like {{\"dtype\": \"float32\", \"shape\": [2], \"data\": [1, 2]}}, "
+            f"got {type(obj).__name__}",
+            path,
+        )
+    dtype_field = "dtype" if "dtype" in obj else "datatype"
+    if dtype_field not in obj:
+        raise TensorError("a tensor needs a 'dtype' (or OIP 'datatype')", path)
+    dtype = parse_dtype(obj[dtype_field], _join(path, dtype_field))
+    raw_shape = obj.get("shape")
+    data = obj.get("data")
+    b64 = obj.get("b64")
+    sources = sum(x is not None for x in (data, b64, binary))
+    if sources != 1:
+        raise TensorError("a tensor needs exactly one of 'data', 'b64' or binary data", path)
+
+    if raw_shape is None:
+        if not isinstance(data, list):
+            raise TensorError("'shape' may be left out only when 'data' is a (nested) list", _join(path, "shape"))
+        shape = _nested_shape(data, path)
+    else:
+        shape = parse_shape(raw_shape, path)
+    check_size(shape, max_elements, path)
+    count = element_count(shape)
+
+    if data is not None:
+        return _decode_data(data, dtype, shape, count, raw_shape is None, path)
+    raw = binary if binary is not None else _b64(b64, path)
+    expected = count * dtype.itemsize
+    if len(raw) != expected:
+        raise TensorError(
+            f"got {len(raw)} bytes of data, expected {expected} for {dtype_name(dtype)} of shape {list(shape)}",
+            _join(path, "b64" if b64 is not None else "binary_data_size"),
+        )
+    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False).reshape(shape)
+
+
+def _b64(value: Any, path: str | None) -> bytes:
+    if not isinstance(value, str):
+        raise TensorError("'b64' must be a base64 string", _join(path, "b64"))
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise TensorError("'b64' is not valid base64", _join(path, "b64")) from None
+
+
+def _decode_data(
+    data: Any, dtype: np.dtype, shape: tuple[int, ...], count: int, inferred: bool, path: str | None
+) -> np.ndarray:
+    where = _join(path, "data")
+    if not isinstance(data, list):
+        if shape == () and isinstance(data, (int, float, bool, str)):
+            data = [data]
+        else:
+            raise TensorError("'data' must be a list of numbers", where)
+    floating = is_float(dtype)
+    try:
+        # Parse as float64 (or the integer/bool type itself) in one NumPy call; the strings
+        # "NaN"/"Infinity"/"-Infinity" are understood by float() and so by NumPy.
+        if floating:
+            wide = np.asarray(data, dtype=np.float64)
+        elif dtype == np.bool_:
+            wide = np.asarray(data)
+            if wide.size and wide.dtype != np.bool_:
+                raise TensorError("bool tensor data must be true/false", where)
+        else:
+            wide = np.asarray(data)
+            if wide.size and wide.dtype.kind not in "iu":
+                raise TensorError(f"{dtype_name(dtype)} tensor data must be integers, got {wide.dtype.kind!r} values", where)
+    except TensorError:
+        raise
+    except (ValueError, TypeError, OverflowError) as exc:
+        what = 'numbers (or "NaN", "Infinity", "-Infinity")' if floating else "numbers"
+        raise TensorError(
+            f"'data' must be {what} in a regular (non-ragged) list: {exc}",
+            where,
+        ) from None
+    if wide.size != count:
+        raise TensorError(f"'data' has {wide.size} elements, but shape {list(shape)} needs {count}", where)
+    if not inferred and wide.ndim > 1 and wide.shape != shape:
+        raise TensorError(f"nested 'data' has shape {list(wide.shape)}, but 'shape' says {list(shape)}", where)
+    if floating:
+        with np.errstate(over="ignore", invalid="ignore"):
+            arr = wide.astype(dtype)
+        overflow = np.isinf(arr.astype(np.float64)) & np.isfinite(wide)
+        if overflow.any():
+            bad = float(wide[overflow][0])
+            raise TensorError(f"value {bad} is out of range for {dtype_name(dtype)}", where)
+    else:
+        if wide.size and dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            if wide.min() < info.min or wide.max() > info.max:
+                raise TensorError(f"values are out of range for {dtype_name(dtype)} [{info.min}, {info.max}]", where)
+        arr = wide.astype(dtype)
+    return arr.reshape(shape)
+
+
+def _json_safe(flat: np.ndarray) -> Any:
+    """Flat data in a form orjson serializes: the array itself when it can (fast path)."""
+    if is_float(flat.dtype):
+        if flat.dtype in (np.float32, np.float64) and np.isfinite(flat).all():
+            return flat
+        values = flat.astype(np.float64).tolist()
+        if not np.isfinite(flat.astype(np.float64)).all():
+            values = [v if math.isfinite(v) else ("NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")) for v in values]
+        return values
+    return flat
+
+
+def encode_tensor(array: Any, encoding: str = "json") -> dict[str, Any]:
+    """A wire tensor for ``array``: ``json`` (data) or ``b64``.
+
+    The ``data`` of a ``json`` tensor may be a NumPy array: serialize with
+    ``orjson.OPT_SERIALIZE_NUMPY`` (or call ``.tolist()``).
+    """
+    arr = np.asarray(array)
+    head = {"dtype": dtype_name(arr.dtype), "shape": list(arr.shape)}
+    if encoding == "json":
+        head["data"] = _json_safe(np.ascontiguousarray(arr).reshape(-1))
+    elif encoding == "b64":
+        head["b64"] = base64.b64encode(np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()).decode()
+    else:
+        raise ValueError(f"unknown encoding {encoding!r}: expected one of {_ENCODINGS}")
+    return head
