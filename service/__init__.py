@@ -1,0 +1,1 @@
+"""gradserve's HTTP service: FastAPI over a pool of engine worker processes."""

@@ -1,0 +1,40 @@
+"""What crosses the process boundary between the HTTP server and an engine worker.
+
+Tensors travel as NumPy arrays pickled with protocol 5 and out-of-band buffers (see
+:mod:`service.workers`), so their bytes are copied once and never walked element by element.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class GradJob:
+    """One /grad call, decoded and validated against the registry, ready for an engine."""
+
+    network_id: str
+    inputs: list[np.ndarray] | dict[str, np.ndarray]
+    get_all: bool = False
+    get_by_list: bool = False
+    sens_param: bool = False
+    weights: list[str] | None = None
+    sens: np.ndarray | list[np.ndarray] | None = None
+    parameters: dict[str, np.ndarray] | None = None
+    return_value: bool = False
+    deadline: float = 0.0  # time.monotonic() (system-wide on Linux) after which nobody waits
+    # The gradnet/1 document (parameters as b64), sent only to a worker that lacks the network.
+    network_doc: dict[str, Any] | None = None
+
+
+@dataclass
+class JobResult:
+    gradients: Any
+    gradient_names: Any
+    value: list[np.ndarray] | None
+    timing_ms: dict[str, float] = field(default_factory=dict)  # compile, compute (in the worker)
+    cache_hit: bool = False
+    cache_stats: dict[str, float] = field(default_factory=dict)  # the worker's engine.stats

@@ -1,0 +1,41 @@
+"""The one settings object: environment variables ``GRADSERVE_*``, overridden by CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GRADSERVE_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="address to bind")
+    port: int = Field(8000, description="port to bind")
+    workers: int | None = Field(None, ge=1, description="engine worker processes (default: one per GPU, else 1)")
+    device: Literal["auto", "cpu", "gpu"] = Field("auto", description="where the workers run")
+    registry_path: Path = Field(Path("var/registry.sqlite3"), description="SQLite file of registered networks")
+    network_cache_size: int = Field(128, ge=1, description="parsed networks kept in memory (LRU)")
+    compile_cache_size: int = Field(64, ge=1, description="compiled executables per worker (LRU)")
+    compile_cache_dir: Path | None = Field(None, description="persistent XLA compile cache directory")
+    queue_size: int = Field(64, ge=1, description="requests queued or running per worker before 503")
+    timeout_ms: int = Field(30000, ge=1, description="default deadline of a /grad request")
+    max_body_bytes: int = Field(256 * 1024 * 1024, ge=1, description="largest request body")
+    max_tensor_elements: int = Field(64 * 1024 * 1024, ge=1, description="largest tensor (and intermediate), in elements")
+    max_nodes: int = Field(10000, ge=1, description="most nodes in one network")
+    api_keys: str | None = Field(None, description="comma-separated API keys; unset = no auth")
+    api_keys_file: Path | None = Field(None, description="file with one API key per line")
+    drain_timeout_s: float = Field(30.0, ge=0, description="how long SIGTERM waits for in-flight requests")
+    log_level: str = Field("info", description="uvicorn log level")
+
+    def keys(self) -> frozenset[str]:
+        """The configured API keys (empty: auth is off)."""
+        found: set[str] = set()
+        if self.api_keys:
+            found.update(k.strip() for k in self.api_keys.split(",") if k.strip())
+        if self.api_keys_file:
+            text = Path(self.api_keys_file).read_text()
+            found.update(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+        return frozenset(found)
