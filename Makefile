@@ -22,7 +22,7 @@ help:
 	@echo "make serve    run the service on $(HOST):$(PORT) (HOST=, PORT=, SERVE_ARGS= to override)"
 	@echo "make test     run the test suite (PYTEST_ARGS= to pass options to pytest)"
 	@echo "make openapi  regenerate openapi/openapi.json"
-	@echo "make bench    run benchmarks/*.py"
+	@echo "make bench    run benchmarks/bench_*.py"
 	@echo "make lint     ruff check"
 	@echo "make clean    remove .venv and caches"
 
@@ -49,11 +49,11 @@ openapi: $(STAMP)
 
 bench: $(STAMP)
 	@set -e; found=0; \
-	for f in benchmarks/*.py; do \
+	for f in benchmarks/bench_*.py; do \
 		[ -e "$$f" ] || continue; \
 		found=1; echo "== $$f"; $(BIN)/python "$$f"; \
 	done; \
-	[ $$found -eq 1 ] || echo "no benchmarks/*.py found"
+	[ $$found -eq 1 ] || echo "no benchmarks/bench_*.py found"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
