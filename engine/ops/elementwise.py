@@ -12,38 +12,28 @@ from .catalog import Attr, op
 XY = ("x", "y")
 
 
-def _unbroadcast(grad: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """Sum a broadcast gradient back down to an operand's shape."""
-    extra = grad.ndim - len(shape)
-    if extra:
-        grad = grad.sum(axis=tuple(range(extra)))
-    axes = tuple(i for i, d in enumerate(shape) if d == 1 and grad.shape[i] != 1)
-    return grad.sum(axis=axes, keepdims=True) if axes else grad
 
 
-def _chooser(pick_x: jax.Array, x: jax.Array, y: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
-    zero = jnp.zeros_like(g)
-    gx = _unbroadcast(jnp.where(pick_x, g, zero), x.shape).astype(x.dtype)
-    gy = _unbroadcast(jnp.where(pick_x, zero, g), y.shape).astype(y.dtype)
-    return gx, gy
-
-
-# MindSpore's MaximumGrad/MinimumGrad send the whole gradient to x on a tie (x >= y, x <= y);
-# JAX would split it half and half, so these two carry their own VJP.
+# MindSpore's AbsGrad is dy * sign(x) (0 at 0) and ReLU6Grad passes dy on 0 < x <= 6 (so 1 at
+# 6); JAX's defaults differ at exactly those points, so these two carry their own VJP.
 @jax.custom_vjp
-def _maximum(x: jax.Array, y: jax.Array) -> jax.Array:
-    return jnp.maximum(x, y)
+def _abs(x: jax.Array) -> jax.Array:
+    return jnp.abs(x)
 
 
-_maximum.defvjp(lambda x, y: (jnp.maximum(x, y), (x, y)), lambda res, g: _chooser(res[0] >= res[1], *res, g))
+_abs.defvjp(lambda x: (jnp.abs(x), x), lambda x, g: (g * jnp.sign(x),))
 
 
 @jax.custom_vjp
-def _minimum(x: jax.Array, y: jax.Array) -> jax.Array:
-    return jnp.minimum(x, y)
+def _relu6(x: jax.Array) -> jax.Array:
+    return jnp.clip(x, 0, 6)
 
 
-_minimum.defvjp(lambda x, y: (jnp.minimum(x, y), (x, y)), lambda res, g: _chooser(res[0] <= res[1], *res, g))
+_relu6.defvjp(lambda x: (jnp.clip(x, 0, 6), x), lambda x, g: (jnp.where((x > 0) & (x <= 6), g, jnp.zeros_like(g)),))
+
+
+def _inexact(x: jax.Array) -> bool:
+    return jnp.issubdtype(x.dtype, jnp.inexact)
 
 
 @op("Add", inputs=XY)
@@ -90,14 +80,14 @@ def pow_(x, y):
 
 @op("Maximum", inputs=XY)
 def maximum(x, y):
-    """Elementwise maximum; on a tie the gradient goes to x, as in MindSpore."""
-    return _maximum(x, y) if jnp.issubdtype(jnp.result_type(x, y), jnp.inexact) else jnp.maximum(x, y)
+    """Elementwise maximum; on a tie the gradient is split equally, as in MindSpore."""
+    return jnp.maximum(x, y)
 
 
 @op("Minimum", inputs=XY)
 def minimum(x, y):
-    """Elementwise minimum; on a tie the gradient goes to x, as in MindSpore."""
-    return _minimum(x, y) if jnp.issubdtype(jnp.result_type(x, y), jnp.inexact) else jnp.minimum(x, y)
+    """Elementwise minimum; on a tie the gradient is split equally, as in MindSpore."""
+    return jnp.minimum(x, y)
 
 
 @op("SquaredDifference", inputs=XY)
@@ -116,7 +106,7 @@ def neg(x):
 @op("Abs")
 def abs_(x):
     """|x| (gradient sign(x), so 0 at 0)."""
-    return jnp.abs(x)
+    return _abs(x) if _inexact(x) else jnp.abs(x)
 
 
 @op("Exp")
@@ -193,8 +183,8 @@ def relu(x):
 
 @op("ReLU6")
 def relu6(x):
-    """min(max(x, 0), 6)."""
-    return jax.nn.relu6(x)
+    """min(max(x, 0), 6); gradient 1 on 0 < x <= 6, as in MindSpore."""
+    return _relu6(x) if _inexact(x) else jnp.clip(x, 0, 6)
 
 
 @op("GeLU")
