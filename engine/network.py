@@ -318,10 +318,19 @@ def _topological(nodes: Mapping[str, Node], path: str) -> tuple[Node, ...]:
             if pending[user] == 0:
                 ready.append(user)
     if len(order) != len(nodes):
-        stuck = sorted((n for n in nodes.values() if pending[n.name] > 0), key=lambda n: n.position)
+        # Every stuck node has a stuck input (else it would have become ready), so walking back
+        # through stuck inputs must revisit a node: the walk from there on is a cycle. Nodes that
+        # are merely downstream of the cycle are stuck too, but are not named.
+        stuck = {name for name, count in pending.items() if count > 0}
+        seen: dict[str, int] = {}
+        name = min(stuck, key=lambda n: nodes[n].position)
+        while name not in seen:
+            seen[name] = len(seen)
+            name = next(r.name for r in nodes[name].inputs if r.name in stuck)
+        cycle = sorted((nodes[n] for n in list(seen)[seen[name]:]), key=lambda n: n.position)
         raise CycleError(
-            "the graph has a cycle through the nodes " + ", ".join(f"'{n.name}'" for n in stuck[:10])
-            + ("…" if len(stuck) > 10 else ""),
-            f"{path}nodes[{stuck[0].position}]",
+            "the graph has a cycle through the nodes " + ", ".join(f"'{n.name}'" for n in cycle[:10])
+            + ("…" if len(cycle) > 10 else ""),
+            f"{path}nodes[{cycle[0].position}]",
         )
     return tuple(order)

@@ -129,6 +129,16 @@ def _b64(value: Any, path: str | None) -> bytes:
         raise TensorError("'b64' is not valid base64", _join(path, "b64")) from None
 
 
+def _exact_ints(data: Any, wide: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:
+    """NumPy widens integers it cannot hold in one 64-bit type (a negative next to one >= 2**63,
+    or one beyond 64 bits) to float64 or object; keep them as exact Python ints instead, so that
+    uint64 values near 2**64 decode exactly and the range check below reports too-large ones."""
+    exact = np.asarray(data, dtype=object)
+    if exact.shape != wide.shape or not all(type(v) is int for v in exact.flat):
+        raise TensorError(f"{dtype_name(dtype)} tensor data must be integers, got {wide.dtype.kind!r} values", where)
+    return exact
+
+
 def _decode_data(
     data: Any, dtype: np.dtype, shape: tuple[int, ...], count: int, inferred: bool, path: str | None
 ) -> np.ndarray:
@@ -144,13 +154,18 @@ def _decode_data(
         # "NaN"/"Infinity"/"-Infinity" are understood by float() and so by NumPy.
         if floating:
             wide = np.asarray(data, dtype=np.float64)
+            # NumPy reads a JSON null as NaN: only the string "NaN" stands for one.
+            if np.isnan(wide).any() and any(v is None for v in np.asarray(data, dtype=object).flat):
+                raise TensorError('\'data\' holds null: write "NaN" for a NaN', where)
         elif dtype == np.bool_:
             wide = np.asarray(data)
             if wide.size and wide.dtype != np.bool_:
                 raise TensorError("bool tensor data must be true/false", where)
         else:
             wide = np.asarray(data)
-            if wide.size and wide.dtype.kind not in "iu":
+            if wide.size and wide.dtype.kind in "fO":
+                wide = _exact_ints(data, wide, dtype, where)
+            if wide.size and wide.dtype.kind not in "iuO":
                 raise TensorError(f"{dtype_name(dtype)} tensor data must be integers, got {wide.dtype.kind!r} values", where)
     except TensorError:
         raise
