@@ -213,6 +213,8 @@ def _parse_ref(text: Any, path: str, defined: Mapping[str, int]) -> Ref:
         )
     if ref.index is not None and ref.index >= outputs:
         raise UndefinedNameError(f"'{text}' has no output {ref.index}", path)
+    if ref.index is not None and outputs == 1:
+        return Ref(ref.name)  # "n:0" of a one-output node is the node itself
     return ref
 
 

@@ -57,3 +57,199 @@ def sparse_softmax_cross_entropy_with_logits(logits, labels, *, is_grad):
 def l2_loss(x):
     """sum(x ** 2) / 2."""
     return jnp.sum(x * x) / 2
+
+
+# -- convolution, pooling and normalization ------------------------------------------------------
+
+from .shapes import Checked, at_least  # noqa: E402  (shared attr checks; this section was appended)
+
+PAD_MODES = ("valid", "same", "VALID", "SAME")
+
+
+def _lengths(*allowed: int):
+    """A check: an int, or a list of one of the ``allowed`` lengths, all >= 1."""
+
+    def check(value):
+        if isinstance(value, tuple) and len(value) not in allowed:
+            return f"must be an integer or a list of {' or '.join(map(str, allowed))} integers"
+        return at_least(1)(value)
+
+    return check
+
+
+def _pad_check(value):
+    if isinstance(value, tuple) and len(value) != 4:
+        return "must be an integer or a list of 4 integers [top, bottom, left, right]"
+    return at_least(0)(value)
+
+
+def _hw(value, name: str, data_format: str) -> tuple[int, int]:
+    """MindSpore's int / [h, w] / 4-int (N, C, H, W in data_format order) spatial spelling."""
+    if isinstance(value, int):
+        return value, value
+    if len(value) == 1:
+        return value[0], value[0]
+    if len(value) == 2:
+        return tuple(value)
+    n, c = (0, 1) if data_format == "NCHW" else (0, 3)
+    if value[n] != 1 or value[c] != 1:
+        raise ValueError(f"{name} {list(value)}: the batch and channel entries of a 4-int {name} must be 1")
+    return (value[2], value[3]) if data_format == "NCHW" else (value[1], value[2])
+
+
+def _spatial(x, data_format: str, what: str) -> tuple[int, int]:
+    if x.ndim != 4:
+        raise ValueError(f"{what} must be 4-D ({data_format}), got rank {x.ndim}")
+    return (x.shape[2], x.shape[3]) if data_format == "NCHW" else (x.shape[1], x.shape[2])
+
+
+@op(
+    "Conv2D",
+    inputs=("x", "weight"),
+    attrs=(
+        Checked("out_channel", "int", check=at_least(1)),
+        Checked("kernel_size", "int_or_ints", doc="an int or [height, width]", check=_lengths(1, 2)),
+        Attr("mode", "int", 1, choices=(1,), doc="unused by MindSpore; must be 1"),
+        Attr("pad_mode", "str", "valid", choices=("valid", "same", "pad", "VALID", "SAME", "PAD")),
+        Checked("pad", "int_or_ints", 0, doc="with pad_mode \"pad\": an int or [top, bottom, left, right]",
+                check=_pad_check),
+        Checked("stride", "int_or_ints", 1, check=_lengths(1, 2, 4)),
+        Checked("dilation", "int_or_ints", 1, check=_lengths(1, 2, 4)),
+        Checked("group", "int", 1, check=at_least(1)),
+        DATA_FORMAT,
+    ),
+)
+def conv2d(x, weight, *, out_channel, kernel_size, mode, pad_mode, pad, stride, dilation, group, data_format):
+    """2-D cross-correlation; weight is (out_channel, C_in / group, kh, kw) (NHWC: (out, kh, kw, in / group))."""
+    pad_mode = pad_mode.lower()
+    _spatial(x, data_format, "x")
+    _spatial(weight, data_format, "weight")
+    kh, kw = _hw(kernel_size, "kernel_size", data_format)
+    c_in = x.shape[1] if data_format == "NCHW" else x.shape[3]
+    want = (out_channel, c_in // group, kh, kw) if data_format == "NCHW" else (out_channel, kh, kw, c_in // group)
+    if c_in % group or out_channel % group:
+        raise ValueError(f"group={group} must divide the input channels ({c_in}) and out_channel ({out_channel})")
+    if tuple(weight.shape) != want:
+        raise ValueError(f"weight must have shape {list(want)} for these attrs and x, got {list(weight.shape)}")
+    if pad_mode != "pad" and pad not in (0, (0, 0, 0, 0)):
+        raise ValueError(f"pad must be 0 unless pad_mode is \"pad\" (pad_mode is \"{pad_mode}\")")
+    if pad_mode == "pad":
+        top, bottom, left, right = (pad,) * 4 if isinstance(pad, int) else pad
+        padding = [(top, bottom), (left, right)]
+    else:
+        padding = pad_mode.upper()
+    kernel_layout = "OIHW" if data_format == "NCHW" else "OHWI"
+    return lax.conv_general_dilated(
+        x,
+        weight,
+        window_strides=_hw(stride, "stride", data_format),
+        padding=padding,
+        rhs_dilation=_hw(dilation, "dilation", data_format),
+        dimension_numbers=(data_format, kernel_layout, data_format),
+        feature_group_count=group,
+    )
+
+
+POOL_ATTRS = (
+    Checked("kernel_size", "int_or_ints", 1, doc="an int or [height, width]", check=_lengths(1, 2, 4)),
+    Checked("strides", "int_or_ints", 1, doc="an int or [height, width]", check=_lengths(1, 2, 4)),
+    Attr("pad_mode", "str", "valid", choices=PAD_MODES),
+    DATA_FORMAT,
+)
+
+
+def _window(x, kernel_size, strides, data_format):
+    _spatial(x, data_format, "x")
+    kh, kw = _hw(kernel_size, "kernel_size", data_format)
+    sh, sw = _hw(strides, "strides", data_format)
+    if data_format == "NCHW":
+        return (1, 1, kh, kw), (1, 1, sh, sw)
+    return (1, kh, kw, 1), (1, sh, sw, 1)
+
+
+@op("MaxPool", attrs=POOL_ATTRS)
+def max_pool(x, *, kernel_size, strides, pad_mode, data_format):
+    """Maximum over each window; the gradient goes to the first maximum of a window, as in MindSpore."""
+    window, step = _window(x, kernel_size, strides, data_format)
+    # A Python-scalar identity keeps this JAX's differentiable reduce_window_max (and x's dtype).
+    lowest = -float("inf") if jnp.issubdtype(x.dtype, jnp.inexact) else int(jnp.iinfo(x.dtype).min)
+    return lax.reduce_window(x, lowest, lax.max, window, step, pad_mode.upper())
+
+
+@op("AvgPool", attrs=POOL_ATTRS)
+def avg_pool(x, *, kernel_size, strides, pad_mode, data_format):
+    """Mean over each window; with pad_mode "same" the padding is not counted, as in MindSpore/TF."""
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        raise ValueError(f"AvgPool needs a floating-point x, got {x.dtype}")
+    window, step = _window(x, kernel_size, strides, data_format)
+    padding = pad_mode.upper()
+    total = lax.reduce_window(x, 0.0, lax.add, window, step, padding)
+    if padding == "VALID":
+        return total / (window[1] * window[2] * window[3])
+    ones = jnp.ones((1,) + x.shape[1:], x.dtype)
+    count = lax.reduce_window(ones, 0.0, lax.add, window, step, padding)
+    return total / count
+
+
+@op(
+    "LayerNorm",
+    inputs=("input_x", "gamma", "beta"),
+    attrs=(
+        Attr("begin_norm_axis", "int", 1),
+        Attr("begin_params_axis", "int", 1),
+        Checked("epsilon", "float", 1e-7, check=lambda v: None if v > 0 else "must be > 0"),
+    ),
+    outputs=3,
+)
+def layer_norm(x, gamma, beta, *, begin_norm_axis, begin_params_axis, epsilon):
+    """(y, mean, variance) over the axes from begin_norm_axis on; mean/variance keep dims, get no gradient."""
+    norm = begin_norm_axis % x.ndim if -x.ndim <= begin_norm_axis < x.ndim else None
+    params = begin_params_axis % x.ndim if -x.ndim <= begin_params_axis < x.ndim else None
+    if norm is None or params is None:
+        raise ValueError(f"begin_norm_axis and begin_params_axis must be in [-{x.ndim}, {x.ndim}) for rank {x.ndim}")
+    want = tuple(x.shape[params:])
+    if tuple(gamma.shape) != want or tuple(beta.shape) != want:
+        raise ValueError(f"gamma and beta must have shape {list(want)} (input_x.shape[begin_params_axis:])")
+    axes = tuple(range(norm, x.ndim))
+    mean = jnp.mean(x, axis=axes, keepdims=True)
+    centered = x - mean
+    variance = jnp.mean(centered * centered, axis=axes, keepdims=True)
+    y = centered * lax.rsqrt(variance + epsilon) * gamma + beta
+    # MindSpore's LayerNorm bprop reads dout[0] only: mean and variance carry no gradient.
+    return y, lax.stop_gradient(mean), lax.stop_gradient(variance)
+
+
+@op(
+    "BatchNorm",
+    inputs=("input_x", "scale", "bias", "mean", "variance"),
+    attrs=(
+        Checked(
+            "is_training", "bool", False, doc="only false (inference statistics) is supported",
+            check=lambda v: "must be false: only inference statistics (the given mean and variance) are supported"
+            if v else None,
+        ),
+        Checked("epsilon", "float", 1e-5, check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]"),
+        Checked("momentum", "float", 0.1, check=lambda v: None if 0 <= v <= 1 else "must be in [0, 1]"),
+        DATA_FORMAT,
+    ),
+    outputs=5,
+)
+def batch_norm(x, scale, bias, mean, variance, *, is_training, epsilon, momentum, data_format):
+    """Inference batch norm: (y, mean, variance, mean, variance); mean and variance get zero gradients."""
+    if x.ndim < 2:
+        raise ValueError(f"input_x must have a channel axis (rank >= 2), got rank {x.ndim}")
+    axis = 1 if data_format == "NCHW" else x.ndim - 1
+    channels = x.shape[axis]
+    for name, t in (("scale", scale), ("bias", bias), ("mean", mean), ("variance", variance)):
+        if tuple(t.shape) != (channels,):
+            raise ValueError(f"{name} must have shape [{channels}] (the channels of input_x), got {list(t.shape)}")
+    # MindSpore's BatchNorm bprop returns zeros for mean and variance and reads dout[0] only.
+    mean, variance = lax.stop_gradient(mean), lax.stop_gradient(variance)
+    shape = [1] * x.ndim
+    shape[axis] = channels
+
+    def per_channel(t):
+        return t.reshape(shape)
+
+    y = (x - per_channel(mean)) * per_channel(lax.rsqrt(variance + epsilon) * scale) + per_channel(bias)
+    return y, mean, variance, mean, variance
