@@ -1,0 +1,386 @@
+"""What the load generator sends: /grad request bodies, built once per (scenario, encoding, mode).
+
+A *scenario* is a /grad request as a Python object (``tutorial``, ``mlp`` or any JSON file).
+:func:`prepare` turns it into the exact bytes and headers that every virtual user then posts,
+so the load generator (Locust or hey) spends nothing on encoding during the run:
+
+- ``json``:   every tensor as ``{"dtype", "shape", "data"}``, ``"output_encoding": "json"``;
+- ``b64``:    every tensor as ``{"dtype", "shape", "b64"}``, ``"output_encoding": "b64"``;
+- ``binary``: the Open Inference Protocol binary tensor extension: the JSON part, whose tensors say
+  ``"binary_data_size"``, followed by the raw little-endian bytes of each of those tensors in the
+  order they appear in the JSON part; the header ``Inference-Header-Content-Length`` gives the JSON
+  part's length; ``"output_encoding": "binary"``.
+
+In *network-id* mode the network is registered once (``POST /networks``, JSON with b64
+parameters) and the body carries ``"network_id"`` instead of ``"network"``.
+
+Only NumPy and the standard library are used here: the client never imports JAX or the engine.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ENCODINGS = ("json", "b64", "binary")
+BUILTIN_SCENARIOS = ("tutorial", "mlp")
+BINARY_HEADER = "Inference-Header-Content-Length"
+
+# The repository root (``service/loadtest/scenarios.py`` -> ``.``); fixtures live in ../shared.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MLP_FILE = "../shared/fixtures/mlp.json"
+
+# --------------------------------------------------------------------------------------------
+# A small client-side tensor codec (wire tensor <-> NumPy). The server has its own; this one
+# exists so that the load generator does not import the engine (and with it JAX).
+# --------------------------------------------------------------------------------------------
+
+_DTYPES = {
+    "float16": np.float16, "float32": np.float32, "float64": np.float64,
+    "int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64,
+    "uint8": np.uint8, "uint16": np.uint16, "uint32": np.uint32, "uint64": np.uint64,
+    "bool": np.bool_,
+}
+_OIP = {
+    "FP16": "float16", "FP32": "float32", "FP64": "float64", "BF16": "bfloat16",
+    "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64",
+    "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64", "BOOL": "bool",
+}
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+@dataclass
+class Tensor:
+    """A tensor held as raw little-endian bytes (works for bfloat16 too, which NumPy lacks)."""
+
+    dtype: str
+    shape: list[int]
+    raw: bytes
+
+    @classmethod
+    def from_array(cls, array: np.ndarray, dtype: str | None = None) -> Tensor:
+        a = np.ascontiguousarray(array)
+        name = dtype or ("bool" if a.dtype == np.bool_ else a.dtype.name)
+        return cls(name, list(a.shape), a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes())
+
+    def to_wire(self, encoding: str) -> dict[str, Any]:
+        if encoding == "b64":
+            return {"dtype": self.dtype, "shape": self.shape, "b64": base64.b64encode(self.raw).decode()}
+        if encoding == "json":
+            if self.dtype == "bfloat16":
+                # bfloat16 is the top half of a float32: widen it exactly, then print as JSON.
+                u16 = np.frombuffer(self.raw, "<u2").astype(np.uint32) << 16
+                flat = u16.view(np.float32)
+            else:
+                flat = np.frombuffer(self.raw, np.dtype(_DTYPES[self.dtype]).newbyteorder("<"))
+            data: list[Any] = flat.tolist()
+            if flat.dtype.kind == "f" and not np.isfinite(flat).all():
+                data = [_json_float(v) for v in data]
+            return {"dtype": self.dtype, "shape": self.shape, "data": data}
+        raise ValueError(f"no wire form {encoding!r} for a single tensor")
+
+
+def _json_float(v: float) -> Any:
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "Infinity" if v > 0 else "-Infinity"
+    return v
+
+
+def _nested_shape(data: Any) -> list[int]:
+    shape = []
+    while isinstance(data, list):
+        shape.append(len(data))
+        data = data[0] if data else None
+    return shape
+
+
+def is_wire_tensor(obj: Any) -> bool:
+    return isinstance(obj, dict) and ("dtype" in obj or "datatype" in obj) and (
+        "data" in obj or "b64" in obj
+    )
+
+
+def decode_tensor(obj: dict[str, Any]) -> Tensor:
+    """A wire tensor (``data`` or ``b64``, ``dtype`` or OIP ``datatype``) -> :class:`Tensor`."""
+    dtype = obj.get("dtype") or _OIP.get(str(obj.get("datatype")).upper())
+    if dtype not in _DTYPES and dtype != "bfloat16":
+        raise ValueError(f"unknown dtype {obj.get('dtype', obj.get('datatype'))!r}")
+    if "b64" in obj:
+        raw = base64.b64decode(obj["b64"])
+        return Tensor(dtype, list(obj["shape"]), raw)
+    data = obj["data"]
+    shape = obj.get("shape")
+    if shape is None:
+        shape = _nested_shape(data)
+    flat = np.asarray(_flatten(data), dtype=object)
+    if dtype == "bfloat16":
+        f32 = np.asarray([_NON_FINITE.get(v, v) if isinstance(v, str) else v for v in flat], np.float32)
+        raw = (f32.view(np.uint32) >> 16).astype("<u2").tobytes()
+        return Tensor(dtype, list(shape), raw)
+    np_dtype = np.dtype(_DTYPES[dtype])
+    if np_dtype.kind == "f":
+        flat = np.asarray([_NON_FINITE.get(v, v) if isinstance(v, str) else v for v in flat], np_dtype)
+    else:
+        flat = np.asarray(flat.tolist(), np_dtype)
+    return Tensor.from_array(flat.reshape(shape), dtype)
+
+
+def _flatten(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        return [data]
+    out: list[Any] = []
+    stack = [data]
+    # iterative depth-first flatten that keeps row-major order
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        else:
+            out.append(item)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Scenario builders
+# --------------------------------------------------------------------------------------------
+
+# MindSpore's autodiff tutorial (r1.5): out = MatMul(x * z, y); the seed of the whole project.
+TUTORIAL_NETWORK: dict[str, Any] = {
+    "format": "gradnet/1",
+    "name": "tutorial-net",
+    "inputs": [{"name": "x"}, {"name": "y"}],
+    "parameters": [
+        {"name": "z", "value": {"dtype": "float32", "shape": [1], "data": [1.0]}, "requires_grad": True}
+    ],
+    "nodes": [
+        {"name": "xz", "op": "Mul", "inputs": ["x", "z"]},
+        {"name": "out", "op": "MatMul", "inputs": ["xz", "y"]},
+    ],
+    "outputs": ["out"],
+}
+TUTORIAL_X = [[0.8, 0.6, 0.2], [1.8, 1.3, 1.1]]
+TUTORIAL_Y = [[0.11, 3.3, 1.1], [1.1, 0.2, 1.4], [1.1, 2.2, 0.3]]
+
+
+def tutorial_request() -> dict[str, Any]:
+    """The seed tutorial net with ``get_all`` (gradients w.r.t. x and y)."""
+    return {
+        "network": copy.deepcopy(TUTORIAL_NETWORK),
+        "inputs": [
+            Tensor.from_array(np.asarray(TUTORIAL_X, np.float32)).to_wire("json"),
+            Tensor.from_array(np.asarray(TUTORIAL_Y, np.float32)).to_wire("json"),
+        ],
+        "get_all": True,
+    }
+
+
+MLP_SIZES = (784, 512, 512, 10)
+MLP_BATCH = 128
+
+
+def generate_mlp_request(seed: int = 0, batch: int = MLP_BATCH) -> dict[str, Any]:
+    """The 784-512-512-10 MLP of ``shared/fixtures/mlp.json`` (same graph, shapes and dtypes),
+    with He-normal weights, zero biases, standard-normal ``x`` and one-hot ``labels`` drawn from a
+    fixed seed: deterministic, for machines without the fixture."""
+    rng = np.random.default_rng(seed)
+    params: list[dict[str, Any]] = []
+    nodes: list[dict[str, Any]] = []
+    prev = "x"
+    for i, (fan_in, fan_out) in enumerate(zip(MLP_SIZES[:-1], MLP_SIZES[1:]), start=1):
+        w = rng.standard_normal((fan_in, fan_out), dtype=np.float32) * np.float32(math.sqrt(2.0 / fan_in))
+        b = np.zeros(fan_out, np.float32)
+        params.append({"name": f"w{i}", "value": Tensor.from_array(w).to_wire("b64")})
+        params.append({"name": f"b{i}", "value": Tensor.from_array(b).to_wire("b64")})
+        nodes.append({"name": f"mm{i}", "op": "MatMul", "inputs": [prev, f"w{i}"]})
+        nodes.append({"name": f"z{i}", "op": "BiasAdd", "inputs": [f"mm{i}", f"b{i}"]})
+        if i < len(MLP_SIZES) - 1:
+            nodes.append({"name": f"a{i}", "op": "ReLU", "inputs": [f"z{i}"]})
+            prev = f"a{i}"
+        else:
+            prev = f"z{i}"
+    nodes.append({"name": "ce", "op": "SoftmaxCrossEntropyWithLogits", "inputs": [prev, "labels"]})
+    nodes.append({"name": "loss", "op": "ReduceMean", "inputs": ["ce:0"],
+                  "attrs": {"keep_dims": False, "axis": []}})
+    x = rng.standard_normal((batch, MLP_SIZES[0]), dtype=np.float32)
+    labels = np.eye(MLP_SIZES[-1], dtype=np.float32)[rng.integers(0, MLP_SIZES[-1], batch)]
+    return {
+        "network": {
+            "format": "gradnet/1",
+            "name": "mlp-784-512-512-10",
+            "inputs": [{"name": "x"}, {"name": "labels"}],
+            "parameters": params,
+            "nodes": nodes,
+            "outputs": ["loss"],
+        },
+        "inputs": [Tensor.from_array(x).to_wire("b64"), Tensor.from_array(labels).to_wire("b64")],
+        "get_by_list": True,
+    }
+
+
+def find_file(path: str | Path) -> Path | None:
+    """``path`` as given (relative to the working directory), else relative to the repo root."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p
+    if not p.is_absolute() and (REPO_ROOT / p).is_file():
+        return REPO_ROOT / p
+    return None
+
+
+def mlp_request(path: str | Path | None = DEFAULT_MLP_FILE) -> tuple[dict[str, Any], str]:
+    """The MLP /grad body (``get_by_list``) and where it came from: the fixture file when it
+    exists, else :func:`generate_mlp_request`."""
+    found = find_file(path) if path else None
+    if found is not None:
+        return load_request(found), str(found)
+    return generate_mlp_request(), "generated (numpy, seed 0)"
+
+
+def load_request(path: str | Path) -> dict[str, Any]:
+    """Any /grad body from a JSON file. A fixture file with ``{"cases": [{"request": …}]}`` (like
+    ``shared/fixtures/tutorial.json``) gives its first case."""
+    found = find_file(path)
+    if found is None:
+        raise FileNotFoundError(f"request file not found: {path}")
+    doc = json.loads(found.read_text())
+    if isinstance(doc, dict) and "cases" in doc and "network" not in doc:
+        doc = doc["cases"][0]["request"]
+    if isinstance(doc, dict) and "request" in doc and "network" not in doc and "network_id" not in doc:
+        doc = doc["request"]
+    if not isinstance(doc, dict) or not ("network" in doc or "network_id" in doc):
+        raise ValueError(f"{found}: not a /grad request (needs 'network' or 'network_id')")
+    return doc
+
+
+@dataclass
+class Scenario:
+    name: str
+    request: dict[str, Any]
+    source: str = "builtin"
+
+
+def build_scenario(spec: str, mlp_file: str | Path | None = DEFAULT_MLP_FILE) -> Scenario:
+    """``tutorial``, ``mlp`` or the path of a JSON /grad body."""
+    if spec == "tutorial":
+        return Scenario("tutorial", tutorial_request(), "builtin (seed tutorial, get_all)")
+    if spec == "mlp":
+        req, source = mlp_request(mlp_file)
+        return Scenario("mlp", req, source)
+    path = find_file(spec)
+    if path is None:
+        raise ValueError(f"unknown scenario {spec!r}: use tutorial, mlp or the path of a JSON /grad body")
+    return Scenario(path.stem, load_request(path), str(path))
+
+
+# --------------------------------------------------------------------------------------------
+# Bodies
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PreparedRequest:
+    """Exactly what every virtual user posts."""
+
+    body: bytes
+    headers: dict[str, str]
+    path: str = "/grad"
+    method: str = "POST"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _map_tensors(obj: dict[str, Any], fn) -> dict[str, Any]:
+    """A copy of a /grad body with ``fn`` applied to each tensor, visiting them in the order they
+    are serialised (dict insertion order): network parameter values, inputs, parameters, sens."""
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        if key == "network" and isinstance(value, dict):
+            net = dict(value)
+            if isinstance(net.get("parameters"), list):
+                net["parameters"] = [
+                    {**p, "value": fn(p["value"])} if isinstance(p, dict) and is_wire_tensor(p.get("value")) else p
+                    for p in net["parameters"]
+                ]
+            out[key] = net
+        elif key in ("inputs", "sens") and isinstance(value, list):
+            out[key] = [fn(t) if is_wire_tensor(t) else t for t in value]
+        elif key in ("inputs", "parameters") and isinstance(value, dict):
+            out[key] = {k: fn(t) if is_wire_tensor(t) else t for k, t in value.items()}
+        elif key == "sens" and is_wire_tensor(value):
+            out[key] = fn(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _dumps(obj: Any) -> bytes:
+    try:
+        import orjson
+
+        return orjson.dumps(obj)
+    except ImportError:  # pragma: no cover - orjson is a dependency
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def encode_request(request: dict[str, Any], encoding: str) -> PreparedRequest:
+    """Serialise a /grad body in ``encoding`` (see the module docstring)."""
+    if encoding not in ENCODINGS:
+        raise ValueError(f"unknown encoding {encoding!r}: one of {', '.join(ENCODINGS)}")
+    req = dict(request)
+    req["output_encoding"] = encoding
+    if encoding in ("json", "b64"):
+        doc = _map_tensors(req, lambda t: decode_tensor(t).to_wire(encoding))
+        body = _dumps(doc)
+        return PreparedRequest(body, {"Content-Type": "application/json"},
+                               meta={"encoding": encoding, "bytes": len(body)})
+    chunks: list[bytes] = []
+
+    def to_binary(t: dict[str, Any]) -> dict[str, Any]:
+        tensor = decode_tensor(t)
+        chunks.append(tensor.raw)
+        return {"dtype": tensor.dtype, "shape": tensor.shape, "binary_data_size": len(tensor.raw)}
+
+    doc = _map_tensors(req, to_binary)
+    head = _dumps(doc)
+    body = head + b"".join(chunks)
+    return PreparedRequest(
+        body,
+        {"Content-Type": "application/octet-stream", BINARY_HEADER: str(len(head))},
+        meta={"encoding": encoding, "bytes": len(body), "json_bytes": len(head)},
+    )
+
+
+def registration_body(request: dict[str, Any]) -> bytes:
+    """The ``POST /networks`` body for a request's inline network (tensors as b64)."""
+    if "network" not in request:
+        raise ValueError("the request has no inline 'network' to register")
+    net = _map_tensors({"network": request["network"]}, lambda t: decode_tensor(t).to_wire("b64"))
+    return _dumps(net["network"])
+
+
+def with_network_id(request: dict[str, Any], network_id: str) -> dict[str, Any]:
+    """The same request referring to a registered network instead of carrying it."""
+    out = {}
+    for key, value in request.items():
+        if key == "network":
+            out["network_id"] = network_id
+        elif key != "network_id":
+            out[key] = value
+    if "network_id" not in out:
+        out = {"network_id": network_id, **out}
+    return out
+
+
+def prepare(request: dict[str, Any], encoding: str, network_id: str | None = None) -> PreparedRequest:
+    """The body every user sends: inline network, or ``network_id`` when one is given."""
+    if network_id is not None:
+        request = with_network_id(request, network_id)
+    return encode_request(request, encoding)

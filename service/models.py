@@ -1,0 +1,244 @@
+"""Pydantic models of the wire format, for the OpenAPI schema and ``/docs`` only.
+
+The handlers never validate bodies with these: a request is parsed by orjson and checked by the
+engine (``engine.parse_network``, ``engine.decode_tensor``), so a million-element tensor is one
+NumPy conversion, not a million pydantic validations. Keep these models in step with
+``shared/API.md`` and the engine; ``tests/service/test_openapi.py`` checks the examples against
+a running server.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.dtypes import DTYPES, OIP_DTYPES
+
+DType = Literal[tuple(DTYPES)]  # type: ignore[valid-type]
+OIPDType = Literal[tuple(OIP_DTYPES)]  # type: ignore[valid-type]
+
+_TUTORIAL_NETWORK: dict[str, Any] = {
+    "format": "gradnet/1",
+    "name": "tutorial-net",
+    "inputs": [{"name": "x"}, {"name": "y"}],
+    "parameters": [
+        {"name": "z", "value": {"dtype": "float32", "shape": [1], "data": [1.0]}, "requires_grad": True}
+    ],
+    "nodes": [
+        {"name": "xz", "op": "Mul", "inputs": ["x", "z"]},
+        {"name": "out", "op": "MatMul", "inputs": ["xz", "y"]},
+    ],
+    "outputs": ["out"],
+}
+_X = {"dtype": "float32", "shape": [2, 3], "data": [0.8, 0.6, 0.2, 1.8, 1.3, 1.1]}
+_Y = {"dtype": "float32", "shape": [3, 3], "data": [0.11, 3.3, 1.1, 1.1, 0.2, 1.4, 1.1, 2.2, 0.3]}
+_NETWORK_ID = "sha256:" + "0" * 64
+
+
+class Tensor(BaseModel):
+    """A tensor: ``data`` (JSON numbers, row-major, flat or nested), ``b64`` (little-endian raw
+    bytes) or ``binary_data_size`` (raw bytes after the JSON part, Open Inference Protocol binary
+    extension). Exactly one of the three."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"dtype": "float32", "shape": [2, 3], "data": [0.8, 0.6, 0.2, 1.8, 1.3, 1.1]},
+                {"dtype": "float32", "shape": [2], "data": ["NaN", "-Infinity"]},
+                {"dtype": "float32", "shape": [1], "b64": "AACAPw=="},
+                {"datatype": "FP32", "shape": [2, 3], "binary_data_size": 24},
+            ]
+        }
+    )
+
+    dtype: DType | None = Field(None, description="element type (or give the OIP `datatype`)")
+    datatype: OIPDType | None = Field(None, description="Open Inference Protocol spelling of `dtype`")
+    shape: list[int] | None = Field(
+        None, description="dimensions; `[]` is a scalar; may be left out only when `data` is nested"
+    )
+    data: list[Any] | float | int | bool | None = Field(
+        None,
+        description='row-major values, flat or nested; "NaN", "Infinity" and "-Infinity" stand for '
+        "non-finite floats",
+    )
+    b64: str | None = Field(None, description="base64 of the little-endian, row-major raw bytes")
+    binary_data_size: int | None = Field(
+        None, ge=0, description="size of this tensor's raw bytes in the binary part of the body"
+    )
+
+
+class InputSpec(BaseModel):
+    name: str
+    dtype: DType | None = Field(None, description="optional constraint")
+    shape: list[int | None] | None = Field(None, description="optional constraint; null = any size")
+
+
+class ParameterSpec(BaseModel):
+    name: str
+    value: Tensor
+    requires_grad: bool = Field(True, description="trainable (in `net.trainable_params()`)")
+
+
+class Node(BaseModel):
+    name: str
+    op: str = Field(..., description="a MindSpore primitive name: see GET /ops")
+    inputs: list[str] = Field(..., description='names of inputs, parameters or nodes ("node:i" for output i)')
+    attrs: dict[str, Any] | None = Field(None, description="the primitive's arguments, under MindSpore's names")
+
+
+class Network(BaseModel):
+    """A ``gradnet/1`` network: data, never code."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_TUTORIAL_NETWORK]})
+
+    format: Literal["gradnet/1"]
+    name: str = ""
+    inputs: list[InputSpec]
+    parameters: list[ParameterSpec] = []
+    nodes: list[Node]
+    outputs: str | list[str] = Field(..., description="one name, or several (a tuple output)")
+
+
+class GradRequest(BaseModel):
+    """``POST /grad``: exactly one of ``network`` and ``network_id``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"network": _TUTORIAL_NETWORK, "inputs": [_X, _Y]},
+                {"network_id": _NETWORK_ID, "inputs": {"x": _X, "y": _Y}, "get_all": True, "get_by_list": True,
+                 "output_encoding": "b64"},
+                {"network": _TUTORIAL_NETWORK, "inputs": [_X, _Y], "sens_param": True,
+                 "sens": {"dtype": "float32", "shape": [2, 3], "data": [0.1, 0.6, 0.2, 0.8, 1.3, 1.1]}},
+            ]
+        }
+    )
+
+    network: Network | None = Field(None, description="the network, inline")
+    network_id: str | None = Field(None, description="a registered network's id (POST /networks)")
+    inputs: list[Tensor] | dict[str, Tensor] = Field(..., description="positional, or by input name")
+    parameters: dict[str, Tensor] | None = Field(None, description="parameter values for this call only")
+    get_all: bool = Field(False, description="GradOperation get_all: gradients w.r.t. every input")
+    get_by_list: bool = Field(False, description="GradOperation get_by_list: gradients w.r.t. the weights")
+    sens_param: bool = Field(False, description="GradOperation sens_param: `sens` gives the output cotangents")
+    weights: list[str] | None = Field(None, description="with get_by_list: the parameters to differentiate")
+    sens: Tensor | list[Tensor] | None = Field(None, description="one tensor per output (required iff sens_param)")
+    return_value: bool = Field(False, description="also return the network's outputs as `value`")
+    output_encoding: Literal["json", "b64", "binary"] = Field("json", description="how tensors come back")
+    timeout_ms: int | None = Field(None, ge=1, description="deadline (default: the server's --timeout-ms)")
+
+
+class Timing(BaseModel):
+    queue: float = Field(..., description="ms from submission to a worker starting the job")
+    compile: float = Field(..., description="ms compiling (0 on a compile-cache hit)")
+    compute: float = Field(..., description="ms running the compiled gradient")
+    decode: float = Field(..., description="ms parsing and validating the request in the server")
+    encode: float = Field(..., description="ms encoding the response tensors")
+
+
+class GradResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "network_id": _NETWORK_ID,
+                    "gradients": {"dtype": "float32", "shape": [2, 3],
+                                  "data": [4.51, 2.7, 3.6, 4.51, 2.7, 3.6]},
+                    "gradient_names": "x",
+                    "timing_ms": {"queue": 0.1, "compile": 0.0, "compute": 0.2, "decode": 0.1, "encode": 0.1},
+                }
+            ]
+        }
+    )
+
+    network_id: str
+    gradients: Tensor | list[Tensor] | list[list[Tensor]] = Field(
+        ..., description="one tensor (no flags), a list (get_all or get_by_list), or [[inputs], [weights]]"
+    )
+    gradient_names: str | list[str] | list[list[str]] = Field(..., description="the same nesting, with names")
+    value: list[Tensor] | None = Field(None, description="the outputs (only with return_value)")
+    timing_ms: Timing
+
+
+class ParameterInfo(BaseModel):
+    name: str
+    dtype: DType
+    shape: list[int]
+    requires_grad: bool
+
+
+class NetworkInfo(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "network_id": _NETWORK_ID,
+                    "name": "tutorial-net",
+                    "inputs": [{"name": "x", "dtype": None, "shape": None}, {"name": "y", "dtype": None, "shape": None}],
+                    "parameters": [{"name": "z", "dtype": "float32", "shape": [1], "requires_grad": True}],
+                    "outputs": ["out"],
+                }
+            ]
+        }
+    )
+
+    network_id: str = Field(..., description='"sha256:" + hex of the canonical form')
+    name: str
+    inputs: list[InputSpec]
+    parameters: list[ParameterInfo]
+    outputs: list[str]
+
+
+class NetworkList(BaseModel):
+    networks: list[NetworkInfo] = Field(..., description="the networks visible with this API key")
+
+
+class AttrInfo(BaseModel):
+    name: str
+    type: str
+    required: bool
+    default: Any = None
+    choices: list[Any] | None = None
+    doc: str | None = None
+
+
+class OpInfo(BaseModel):
+    name: str = Field(..., description="the MindSpore primitive name")
+    inputs: list[str] = Field(..., description='tensor inputs ("*x" = any number)')
+    attrs: list[AttrInfo]
+    outputs: int | str
+    doc: str
+
+
+class OpCatalog(BaseModel):
+    ops: list[OpInfo]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "ready"]
+    workers: int | None = Field(None, description="engine workers ready (readiness only)")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(..., description="machine-readable: shape_mismatch, unknown_op, queue_full, …")
+    message: str = Field(..., description="what was wrong and what was expected")
+    path: str | None = Field(None, description="where in the request: nodes[1].attrs.axis, inputs[0], …")
+
+
+class ErrorResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"error": {"code": "shape_mismatch",
+                           "message": "node 'out' (MatMul) cannot take inputs xz, y of float32[2, 3], float32[2, 2]: …",
+                           "path": "nodes[1]"}}
+            ]
+        }
+    )
+
+    error: ErrorDetail
+
+
+#: Models whose schemas the OpenAPI document carries even where no route names them directly.
+SCHEMA_MODELS = (Tensor, Network, GradRequest, GradResponse, NetworkInfo, NetworkList, OpCatalog, ErrorResponse)

@@ -1,0 +1,55 @@
+"""``gradserve``: every setting is a flag, flags win over the environment, bad values exit 2."""
+
+from __future__ import annotations
+
+import pytest
+
+from service import cli
+from service.settings import Settings
+
+
+def test_every_setting_is_a_flag():
+    parser = cli.build_parser()
+    serve = parser._subparsers._group_actions[0].choices["serve"]  # noqa: SLF001
+    flags = {opt for action in serve._actions for opt in action.option_strings}  # noqa: SLF001
+    for name in Settings.model_fields:
+        assert "--" + name.replace("_", "-") in flags, name
+
+
+def test_flags_override_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("GRADSERVE_PORT", "7000")
+    monkeypatch.setenv("GRADSERVE_QUEUE_SIZE", "3")
+    monkeypatch.setenv("GRADSERVE_DEVICE", "gpu")
+    args = cli.build_parser().parse_args(
+        ["serve", "--port", "9000", "--device", "cpu", "--registry-path", str(tmp_path / "r.db"),
+         "--timeout-ms", "1500", "--drain-timeout-s", "2.5", "--api-keys", "a,b"]
+    )
+    settings = cli.settings_from_args(args)
+    assert settings.port == 9000 and settings.device == "cpu"  # flags
+    assert settings.queue_size == 3  # environment
+    assert settings.timeout_ms == 1500 and settings.drain_timeout_s == 2.5
+    assert settings.registry_path == tmp_path / "r.db"
+    assert settings.keys() == {"a", "b"}
+    assert settings.max_nodes == Settings.model_fields["max_nodes"].default  # default
+
+
+@pytest.mark.parametrize("argv", [["serve", "--port", "abc"], ["serve", "--queue-size", "0"],
+                                  ["serve", "--api-keys-file", "/nonexistent/keys"]])
+def test_bad_values_exit_2(argv, capsys):
+    assert cli.main(argv) == 2
+    assert "gradserve serve: --" in capsys.readouterr().err
+
+
+def test_bad_choice_exits_2():
+    with pytest.raises(SystemExit) as info:
+        cli.main(["serve", "--device", "tpu"])
+    assert info.value.code == 2
+
+
+def test_loadtest_is_dispatched_lazily(monkeypatch):
+    import service.loadtest
+
+    seen = []
+    monkeypatch.setattr(service.loadtest, "main", lambda argv: seen.append(argv) or 0)
+    assert cli.main(["loadtest", "--help", "-x"]) == 0
+    assert seen == [["--help", "-x"]]

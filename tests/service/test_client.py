@@ -1,0 +1,87 @@
+"""GradClient against the shared server: NumPy in, NumPy out, in every encoding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from service_helpers import ENCODINGS, KEY_A, KEY_B, array, assert_close
+
+from service.client import GradClient, GradServeError
+
+
+@pytest.fixture
+def gs(live_server):
+    with GradClient(live_server.url, api_key=KEY_A) as client:
+        yield client
+
+
+def _args(case):
+    request = case["request"]
+    kwargs = {k: request[k] for k in ("get_all", "get_by_list", "sens_param", "weights") if k in request}
+    if "sens" in request:
+        kwargs["sens"] = array(request["sens"])
+    return request["network"], [array(t) for t in request["inputs"]], kwargs
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_tutorial_inline(gs, tutorial, encoding):
+    for case in tutorial:
+        network, inputs, kwargs = _args(case)
+        result = gs.grad(network, inputs, encoding=encoding, **kwargs)
+        assert_close(result.gradients, case["expected_gradients"])
+        assert result.network_id.startswith("sha256:")
+        assert set(result.timing_ms) == {"queue", "compile", "compute", "decode", "encode"}
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_register_then_grad_by_id(gs, tutorial, encoding):
+    case = tutorial[3]  # get_all + get_by_list
+    network, inputs, kwargs = _args(case)
+    network = dict(network, parameters=[dict(p, value=array(p["value"])) for p in network["parameters"]])
+    info = gs.register(network, encoding=encoding)
+    assert info["inputs"][0]["name"] == "x"
+    result = gs.grad(info["network_id"], {"x": inputs[0], "y": inputs[1]}, encoding=encoding,
+                     return_value=True, **kwargs)
+    assert_close(result.gradients, case["expected_gradients"])
+    assert result.gradient_names == [["x", "y"], ["z"]]
+    np.testing.assert_allclose(result.value[0], inputs[0] @ inputs[1], rtol=1e-5)
+    assert info["network_id"] in [n["network_id"] for n in gs.networks()]
+    assert gs.network(info["network_id"])["format"] == "gradnet/1"
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_dtypes_and_non_finite(gs, encoding):
+    network = {"format": "gradnet/1", "inputs": [{"name": "x"}, {"name": "i"}],
+               "nodes": [{"name": "y", "op": "Log", "inputs": ["x"]}], "outputs": ["y"]}
+    x = np.array([[0.0, 1.0], [np.nan, np.inf]], np.float64)
+    i = np.array([1, 2], np.int32)
+    result = gs.grad(network, [x, i], get_all=True, encoding=encoding)
+    gx, gi = result.gradients
+    assert gx.dtype == np.float64 and gx.shape == (2, 2)
+    np.testing.assert_array_equal(gx, [[np.inf, 1.0], [np.nan, 0.0]])
+    assert gi.dtype == np.int32 and not gi.any()
+
+
+def test_errors_are_raised(gs, live_server, tutorial):
+    network, inputs, _ = _args(tutorial[0])
+    with pytest.raises(GradServeError) as info:
+        gs.grad(network, inputs[:1])
+    assert info.value.status == 422 and info.value.code == "bad_argument" and info.value.path == "inputs"
+    with pytest.raises(GradServeError) as info:
+        gs.grad("sha256:" + "1" * 64, inputs)
+    assert info.value.status == 404
+    with GradClient(live_server.url, api_key="nope") as wrong, pytest.raises(GradServeError) as info:
+        wrong.ops()
+    assert info.value.status == 401 and info.value.code == "unauthorized"
+
+
+def test_delete_ops_ready(gs, live_server, tutorial):
+    network = dict(tutorial[0]["request"]["network"], name="client-delete")
+    with GradClient(live_server.url, api_key=KEY_B) as other:
+        nid = other.register(network)["network_id"]
+        other.delete(nid)
+        with pytest.raises(GradServeError) as info:
+            other.delete(nid)
+        assert info.value.status == 404
+    assert "MatMul" in {op["name"] for op in gs.ops()}
+    assert gs.ready()
