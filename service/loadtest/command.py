@@ -77,20 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("url", nargs="?", help="base URL of the service, e.g. http://127.0.0.1:8000")
-    p.add_argument("--scenario", type=_csv(str), default=["tutorial"],
+    p.add_argument("--scenario", type=_csv(str), default="tutorial",
                    help="comma-separated: tutorial (seed tutorial net, get_all), mlp (784-512-512-10 "
                    "MLP, get_by_list) or the path of a JSON /grad body")
-    p.add_argument("--request", action="append", default=[], metavar="FILE",
+    p.add_argument("--request", action="append", default=None, metavar="FILE",
                    help="a JSON /grad body to send (repeatable); replaces the default scenario")
     p.add_argument("--mlp-file", default=DEFAULT_MLP_FILE,
                    help="the MLP request; generated deterministically with numpy if absent")
-    p.add_argument("--encoding", type=_csv(str, ENCODINGS), default=["json"],
+    p.add_argument("--encoding", type=_csv(str, ENCODINGS), default="json",
                    help="comma-separated: json, b64, binary (Open Inference Protocol binary extension)")
     p.add_argument("--network-id", action="store_true",
                    help="register the network once (POST /networks) and send only inputs + network_id")
     p.add_argument("--mode", type=_csv(str, MODES), default=None,
                    help="comma-separated: inline, network-id (to compare both; overrides --network-id)")
-    p.add_argument("--concurrency", type=_csv(_positive_int), default=[1, 4, 16, 64],
+    p.add_argument("--concurrency", type=_csv(_positive_int), default="1,4,16,64",
                    help="comma-separated concurrency levels (users / workers)")
     p.add_argument("--duration", type=_positive_int, default=10, help="seconds per level")
     p.add_argument("--rate", type=float, default=None,
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="load generator (hey needs the hey binary)")
     p.add_argument("--warmup", type=int, default=1,
                    help="requests sent before each combination's sweep (compiles the network); 0: none")
-    p.add_argument("--header", type=_header, action="append", default=[], metavar="'NAME: VALUE'",
+    p.add_argument("--header", type=_header, action="append", default=None, metavar="'NAME: VALUE'",
                    help="extra header on every request (e.g. an API key), repeatable")
     p.add_argument("--api-key", metavar="KEY",
                    help="send 'Authorization: Bearer KEY' (a service started with --api-keys)")
@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _combinations(args: argparse.Namespace) -> tuple[list[Scenario], list[str]]:
+    args.request = args.request or []
     specs = list(args.request) if args.request else list(args.scenario)
     if args.request and args.scenario != ["tutorial"]:
         specs = list(args.scenario) + list(args.request)
@@ -155,7 +156,7 @@ def run_sweep(args: argparse.Namespace, doc: dict[str, Any], err_console: Consol
     """Run every level, appending each finished one to ``doc["levels"]`` (so that an interrupted
     sweep still reports what it measured)."""
     url = args.url.rstrip("/")
-    headers = dict(args.header)
+    headers = dict(args.header or [])
     if args.api_key:
         headers.setdefault("Authorization", f"Bearer {args.api_key}")
     scenarios, modes = _combinations(args)
@@ -201,7 +202,11 @@ def run_sweep(args: argparse.Namespace, doc: dict[str, Any], err_console: Consol
                         prepared = prepare(sc.request, enc, network_id)
                         doc["scenarios"][sc.name].setdefault("body_bytes", {})[f"{enc}/{mode}"] = len(prepared.body)
                         for _ in range(max(0, args.warmup)):
-                            status, body = server.send(url, prepared, headers)
+                            for attempt in range(10):  # a busy server may say 503: retry
+                                status, body = server.send(url, prepared, headers)
+                                if status != 503:
+                                    break
+                                time.sleep(0.2 * (attempt + 1))
                             if status != 200:
                                 raise RuntimeError(
                                     f"warm-up {sc.name}/{enc}/{mode}: HTTP {status}: "

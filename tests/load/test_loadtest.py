@@ -1,0 +1,372 @@
+"""``gradserve loadtest``: the bodies it sends, its figures, and short sweeps against a live server.
+
+The live tests (marked ``slow``) take about a minute in all on a 2-core machine: one sweep of two
+3-second levels against the ``live_server`` fixture, one 3-second level at concurrency 16 against
+a server whose queue holds one request, and (when ``hey`` is installed) one 2-second level with
+the hey backend.
+
+Counting: the tool counts every answer the load generator got (Locust's ``request`` event, hey's
+CSV rows); the server counts ``gradserve_requests_total{route="/grad", method="POST"}`` in its
+middleware *after* the response is sent. Requests in flight when a level's time is up are let to
+finish (Locust ``--stop-timeout``; hey waits for its workers) and the ``/metrics`` scrape after a
+level waits ``--settle`` seconds, so both counts cover the same requests; the test still allows a
+boundary difference of ``COUNT_SLACK`` requests (a response sent but not yet counted when
+``/metrics`` is read).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.loadtest import backends, report, scenarios, server
+from service.loadtest.command import build_parser, main
+from service.loadtest.scenarios import BINARY_HEADER
+
+COUNT_SLACK = 2
+
+# --------------------------------------------------------------------------------------------
+# Bodies: what the server's own codec reads back from them
+# --------------------------------------------------------------------------------------------
+
+
+def _server_decode(prepared: scenarios.PreparedRequest) -> tuple[dict, dict]:
+    """The service's parser applied to our body: the JSON doc and the decoded input tensors."""
+    from service import codec
+
+    headers = {k.lower(): v for k, v in prepared.headers.items()}
+    body = codec.parse_body(prepared.body, headers)
+    inputs = body.tensors(body.doc["inputs"], "inputs", None)
+    return body.doc, {"inputs": inputs, "network": body.inline_binary(body.doc.get("network"))}
+
+
+@pytest.mark.parametrize("encoding", scenarios.ENCODINGS)
+def test_tutorial_body_in_every_encoding(encoding: str) -> None:
+    prepared = scenarios.prepare(scenarios.tutorial_request(), encoding)
+    doc, decoded = _server_decode(prepared)
+    assert doc["get_all"] is True and doc["output_encoding"] == encoding
+    x, y = decoded["inputs"]
+    np.testing.assert_array_equal(x, np.asarray(scenarios.TUTORIAL_X, np.float32))
+    np.testing.assert_array_equal(y, np.asarray(scenarios.TUTORIAL_Y, np.float32))
+    if encoding == "binary":
+        assert int(prepared.headers[BINARY_HEADER]) < len(prepared.body)
+        assert "binary_data_size" in json.dumps(doc)
+        z = decoded["network"]["parameters"][0]["value"]
+        assert np.frombuffer(base64.b64decode(z["b64"]), np.float32).tolist() == [1.0]
+    else:
+        assert BINARY_HEADER not in prepared.headers
+        assert ("b64" in json.dumps(doc)) == (encoding == "b64")
+
+
+def test_binary_mlp_body_keeps_tensor_order_and_bytes() -> None:
+    req = scenarios.generate_mlp_request()
+    prepared = scenarios.prepare(req, "binary")
+    doc, decoded = _server_decode(prepared)
+    net = decoded["network"]
+    for want, got in zip(req["network"]["parameters"], net["parameters"]):
+        assert want["name"] == got["name"] and want["value"]["b64"] == got["value"]["b64"]
+    x = decoded["inputs"][0]
+    assert x.shape == (128, 784) and x.dtype == np.float32
+    np.testing.assert_array_equal(x.tobytes(), base64.b64decode(req["inputs"][0]["b64"]))
+
+
+def test_generated_mlp_has_the_fixture_shape_and_is_deterministic() -> None:
+    a, b = scenarios.generate_mlp_request(), scenarios.generate_mlp_request()
+    assert scenarios.prepare(a, "b64").body == scenarios.prepare(b, "b64").body
+    shapes = [p["value"]["shape"] for p in a["network"]["parameters"]]
+    assert shapes == [[784, 512], [512], [512, 512], [512], [512, 10], [10]]
+    assert [t["shape"] for t in a["inputs"]] == [[128, 784], [128, 10]]
+    assert a["get_by_list"] is True
+    fixture = scenarios.find_file(scenarios.DEFAULT_MLP_FILE)
+    if fixture is not None:  # same graph as shared/fixtures/mlp.json
+        f = json.loads(fixture.read_text())
+        assert [n["op"] for n in f["network"]["nodes"]] == [n["op"] for n in a["network"]["nodes"]]
+        assert [p["value"]["shape"] for p in f["network"]["parameters"]] == shapes
+    req, source = scenarios.mlp_request("/nonexistent/mlp.json")
+    assert source.startswith("generated")
+
+
+def test_network_id_mode_sends_only_inputs_and_the_id() -> None:
+    req = scenarios.with_network_id(scenarios.tutorial_request(), "sha256:" + "0" * 64)
+    assert "network" not in req and req["network_id"].startswith("sha256:")
+    prepared = scenarios.prepare(scenarios.tutorial_request(), "binary", "sha256:" + "0" * 64)
+    doc, decoded = _server_decode(prepared)
+    assert "network" not in doc and len(decoded["inputs"]) == 2
+
+
+def test_request_file_and_fixture_cases(tmp_path: Path) -> None:
+    body = {"network": scenarios.TUTORIAL_NETWORK, "inputs": scenarios.tutorial_request()["inputs"]}
+    (tmp_path / "mine.json").write_text(json.dumps(body))
+    sc = scenarios.build_scenario(str(tmp_path / "mine.json"))
+    assert sc.name == "mine" and "get_all" not in sc.request
+    tutorial_fixture = scenarios.find_file("../shared/fixtures/tutorial.json")
+    if tutorial_fixture is not None:
+        assert scenarios.load_request(tutorial_fixture)["network"]["name"] == "tutorial-net"
+    with pytest.raises(ValueError):
+        scenarios.build_scenario("no-such-scenario")
+
+
+def test_non_finite_and_oip_spellings() -> None:
+    t = scenarios.decode_tensor({"datatype": "FP32", "shape": [3], "data": [1.0, "NaN", "-Infinity"]})
+    wire = t.to_wire("json")
+    assert wire["dtype"] == "float32" and wire["data"][1:] == ["NaN", "-Infinity"]
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------
+
+METRICS_BEFORE = """
+# TYPE gradserve_requests_total counter
+gradserve_requests_total{route="/grad",method="POST",status="200"} 10.0
+gradserve_requests_total{route="/networks",method="POST",status="201"} 1.0
+gradserve_queue_seconds_sum 0.5
+gradserve_queue_seconds_count 10.0
+gradserve_compute_seconds_sum 1.0
+gradserve_compute_seconds_count 10.0
+gradserve_compile_seconds_sum 2.0
+gradserve_compile_seconds_count 1.0
+gradserve_compile_cache_hits_total{worker="0"} 9.0
+gradserve_compile_cache_misses_total{worker="0"} 1.0
+"""
+METRICS_AFTER = """
+gradserve_requests_total{route="/grad",method="POST",status="200"} 110.0
+gradserve_requests_total{route="/grad",method="POST",status="503"} 7.0
+gradserve_requests_total{route="/networks",method="POST",status="201"} 2.0
+gradserve_queue_seconds_sum 1.5
+gradserve_queue_seconds_count 110.0
+gradserve_compute_seconds_sum 3.0
+gradserve_compute_seconds_count 110.0
+gradserve_compile_seconds_sum 2.0
+gradserve_compile_seconds_count 1.0
+gradserve_compile_cache_hits_total{worker="0"} 109.0
+gradserve_compile_cache_misses_total{worker="0"} 1.0
+"""
+
+
+def test_metrics_delta() -> None:
+    d = server.delta(server.Metrics.parse(METRICS_BEFORE), server.Metrics.parse(METRICS_AFTER))
+    assert d["requests"] == {"200": 100.0, "503": 7.0} and d["requests_total"] == 107.0
+    assert d["stages"]["queue"]["mean_ms"] == pytest.approx(10.0)
+    assert d["stages"]["compute"]["mean_ms"] == pytest.approx(20.0)
+    assert d["stages"]["compile"]["count"] == 0 and d["stages"]["compile"]["mean_ms"] is None
+    assert d["cache_hits"] == 100.0 and d["cache_misses"] == 0.0
+    s = report.server_figures(d, 107)
+    assert s["mean_ms"]["compile"] == 0.0  # amortised over the requests that ran: no compile
+    assert s["count_check"] == {"tool": 107, "server": 107, "diff": 0}
+
+
+def _samples() -> backends.Samples:
+    lat = np.concatenate([np.linspace(1.0, 100.0, 100), [0.5] * 5])
+    status = np.asarray([200] * 100 + [503] * 4 + [0])
+    return backends.Samples(lat, status, 2.0, ["locust"], "locust")
+
+
+def test_client_figures_count_errors_by_code() -> None:
+    c = report.client_figures(_samples())
+    assert c["requests"] == 105 and c["ok"] == 100 and c["errors"] == {"503": 4, "0": 1}
+    assert list(c["errors"]) == ["503", "0"]
+    assert c["rps"] == pytest.approx(52.5) and c["ok_rps"] == pytest.approx(50.0)
+    assert c["latency_ms"]["p50"] == pytest.approx(50.5) and c["latency_ms"]["max"] == 100.0
+    assert c["latency_all_ms"]["min"] == 0.5  # errors are not folded into the success latencies
+
+
+def _level(conc: int, encoding: str = "json") -> dict:
+    s = _samples()
+    client = report.client_figures(s)
+    d = server.delta(server.Metrics.parse(METRICS_BEFORE), server.Metrics.parse(METRICS_AFTER))
+    return {"scenario": "tutorial", "encoding": encoding, "mode": "inline", "concurrency": conc,
+            "client": client, "server": report.server_figures(d, client["requests"])}
+
+
+def test_tables_markdown_and_plot(tmp_path: Path) -> None:
+    levels = [_level(1), _level(4), _level(1, "binary"), _level(4, "binary")]
+    md = report.markdown(levels, {"command_line": "gradserve loadtest x", "backend": "locust",
+                                  "duration": 3, "rate": None})
+    rows = [line for line in md.splitlines() if line.startswith("| tutorial")]
+    assert len(rows) == 4 and "503×4, conn×1" in rows[0]
+    from rich.console import Console
+
+    console = Console(record=True, width=250)
+    report.print_tables(levels, console)
+    text = console.export_text()
+    assert "p99 ms" in text and "compute ms" in text and "503×4" in text
+    from service.loadtest.plot import plot
+
+    png = plot(levels, tmp_path / "p.png", "t")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_from_json_redraws_without_load(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = {"config": {"url": "http://x", "scenarios": ["tutorial"], "encodings": ["json"],
+                      "modes": ["inline"], "backend": "locust", "duration": 3, "rate": None,
+                      "command_line": "gradserve loadtest http://x"},
+           "machine": {"cpus": 2, "loadavg_at_start": [1.0, 1, 1], "loadavg_at_end": [2.0, 1, 1]},
+           "levels": [_level(1), _level(4)]}
+    src = tmp_path / "in.json"
+    report.write_json(src, doc)
+    assert main(["--from-json", str(src), "--plot", str(tmp_path / "p.png"),
+                 "--markdown", str(tmp_path / "t.md")]) == 0
+    assert "503×4" in capsys.readouterr().out
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+    assert "load average 1 at the start and 2 at the end" in (tmp_path / "t.md").read_text()
+
+
+def test_hey_csv() -> None:
+    text = ("response-time,DNS+dialup,DNS,Request-write,Response-delay,Response-read,status-code,offset\n"
+            "0.0021,0.0001,0,0,0.002,0,200,0.001\n0.0100,0,0,0,0.01,0,503,0.5\n")
+    lat, status, end = backends.parse_hey_csv(text)
+    assert lat.tolist() == pytest.approx([2.1, 10.0]) and status.tolist() == [200, 503]
+    assert end.max() == pytest.approx(0.51)
+
+
+def test_cli_parsing() -> None:
+    a = build_parser().parse_args(["http://x", "--encoding", "json,binary", "--concurrency", "1,4",
+                                   "--scenario", "tutorial,mlp", "--rate", "50"])
+    assert a.encoding == ["json", "binary"] and a.concurrency == [1, 4] and a.scenario == ["tutorial", "mlp"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["http://x", "--encoding", "xml"])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["http://x", "--concurrency", "0"])
+
+
+def test_cli_reports_an_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["http://127.0.0.1:9", "--ready-timeout", "0.5", "--no-progress"]) == 2
+    assert "not ready" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# Live: short sweeps against real servers (tests/service/conftest.py's fixtures)
+# --------------------------------------------------------------------------------------------
+
+_SERVICE_TESTS = Path(__file__).resolve().parents[1] / "service"
+if str(_SERVICE_TESTS) not in sys.path:
+    sys.path.insert(0, str(_SERVICE_TESTS))  # its conftest imports `service_helpers`
+
+from service_helpers import KEY_A  # noqa: E402
+
+import tests.service.conftest as _service_conftest  # noqa: E402
+
+# The service tests' fixtures, used here as they are: the shared server, and the factory of
+# servers with other settings (the tiny queue).
+live_server = _service_conftest.live_server
+server_factory = _service_conftest.server_factory
+
+# The shared live_server requires an API key; /metrics is behind it too.
+AUTH = {"Authorization": f"Bearer {KEY_A}"}
+
+
+def _grad_count(url: str, headers: dict[str, str] | None = None) -> float:
+    m = server.scrape(url, headers)
+    assert m.error is None, m.error
+    return sum(server.grad_requests(m).values())
+
+
+@pytest.mark.slow
+def test_short_sweep_table_json_png_and_counts(live_server, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    out_json, out_png, out_md = tmp_path / "run.json", tmp_path / "run.png", tmp_path / "run.md"
+    before = _grad_count(live_server.url, AUTH)
+    code = main([live_server.url, "--api-key", KEY_A, "--scenario", "tutorial", "--encoding", "json",
+                 "--concurrency", "1,4", "--duration", "3", "--warmup", "1", "--no-progress",
+                 "--json", str(out_json), "--plot", str(out_png), "--markdown", str(out_md)])
+    after = _grad_count(live_server.url, AUTH)
+    assert code == 0
+    stdout = capsys.readouterr().out
+
+    # the table: both levels, client and server columns
+    assert "p99 ms" in stdout and "compute ms" in stdout and "cache hits" in stdout
+    rows = [line for line in stdout.splitlines() if "tutorial" in line and "inline" in line]
+    assert len(rows) == 4, stdout  # two levels, in the client table and in the server table
+
+    doc = json.loads(out_json.read_text())
+    levels = doc["levels"]
+    assert [lv["concurrency"] for lv in levels] == [1, 4]
+    for lv in levels:
+        c, s = lv["client"], lv["server"]
+        lat = c["latency_ms"]
+        assert c["requests"] >= 20 and c["errors"] == {} and c["ok"] == c["requests"]
+        assert 2.5 < c["elapsed_s"] < 6 and c["rps"] == pytest.approx(c["requests"] / c["elapsed_s"])
+        assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"] < 10_000
+        # the server's own breakdown: present, and each stage shorter than the client's mean latency
+        assert s["scrape_ok"]
+        for stage in ("queue", "decode", "compute", "encode"):
+            assert s["mean_ms"][stage] is not None and 0 <= s["mean_ms"][stage] < lat["max"]
+        assert s["mean_ms"]["compute"] < c["latency_ms"]["mean"]
+        assert s["mean_ms"]["compile"] == 0.0  # the warm-up compiled it
+        assert s["cache_hits"] == pytest.approx(c["requests"], abs=COUNT_SLACK)
+        # the tool's count is the server's count (POST /grad, every status) for the same level
+        assert abs(s["count_check"]["diff"]) <= COUNT_SLACK, s["count_check"]
+        assert s["requests"].get("200", 0) == pytest.approx(c["ok"], abs=COUNT_SLACK)
+    # ... and around the whole run: the levels plus the one warm-up request
+    tool_total = sum(lv["client"]["requests"] for lv in levels) + 1
+    assert abs((after - before) - tool_total) <= COUNT_SLACK, (after - before, tool_total)
+
+    md = out_md.read_text()
+    assert md.count("| tutorial | json | inline |") == 2
+    png = out_png.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    import matplotlib.image
+
+    h, w = matplotlib.image.imread(str(out_png)).shape[:2]
+    assert w >= 1000 and h >= 400
+
+
+@pytest.mark.slow
+def test_tiny_queue_503s_are_reported_by_code(server_factory, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    tiny = server_factory(queue_size=1)
+    out_json, out_md = tmp_path / "q.json", tmp_path / "q.md"
+    code = main([tiny.url, "--scenario", "tutorial", "--concurrency", "16", "--duration", "3",
+                 "--no-progress", "--json", str(out_json), "--markdown", str(out_md)])
+    assert code == 0
+    stdout = capsys.readouterr().out
+    level = json.loads(out_json.read_text())["levels"][0]
+    c, s = level["client"], level["server"]
+    assert c["errors"].get("503", 0) > 0, c
+    assert set(c["errors"]) <= {"503"}, c  # only queue-full rejections, no transport errors
+    assert c["ok"] > 0 and c["ok"] + c["errors"]["503"] == c["requests"]
+    assert f"503×{c['errors']['503']}" in stdout and "503×" in out_md.read_text()
+    # the server counted the same 503s
+    assert s["requests"].get("503", 0) == pytest.approx(c["errors"]["503"], abs=COUNT_SLACK)
+    assert abs(s["count_check"]["diff"]) <= COUNT_SLACK
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(backends.hey_path() is None, reason="hey is not installed")
+def test_hey_backend_binary_network_id(live_server, tmp_path: Path) -> None:
+    out_json = tmp_path / "hey.json"
+    code = main([live_server.url, "--api-key", KEY_A, "--backend", "hey", "--encoding", "binary",
+                 "--network-id", "--concurrency", "2", "--duration", "2", "--no-progress",
+                 "--json", str(out_json)])
+    assert code == 0
+    level = json.loads(out_json.read_text())["levels"][0]
+    assert level["backend"] == "hey" and level["mode"] == "network-id" and level["network_id"]
+    assert level["client"]["requests"] > 10 and level["client"]["errors"] == {}
+    assert abs(level["server"]["count_check"]["diff"]) <= COUNT_SLACK
+
+
+@pytest.mark.slow
+def test_web_ui_locustfile_headless(live_server, tmp_path: Path) -> None:
+    """tests/load/locustfile.py runs as is (here headless, for 2 s) and gets 200s only."""
+    import os
+    import subprocess
+
+    locustfile = Path(__file__).with_name("locustfile.py")
+    env = {**os.environ, "GRADSERVE_LOADTEST_ENCODING": "b64",
+           "GRADSERVE_LOADTEST_HEADERS": f"Authorization: Bearer {KEY_A}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(locustfile), "--host", live_server.url, "--headless",
+         "-u", "2", "-r", "2", "-t", "2s", "--json", "--skip-log-setup", "--exit-code-on-error", "0",
+         "TutorialUser"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stats = json.loads(proc.stdout)
+    grad = next(s for s in stats if s["name"] == "POST /grad")
+    assert grad["num_requests"] > 10 and grad["num_failures"] == 0, proc.stderr[-3000:]
