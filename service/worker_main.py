@@ -34,14 +34,12 @@ from __future__ import annotations
 
 import os
 import pickle
-import queue
 import signal
 import struct
 import sys
-import threading
 import time
 import traceback
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any
 
 _COUNT = struct.Struct("<I")
@@ -51,15 +49,27 @@ _SIZE = struct.Struct("<Q")
 # -- framing (used by both ends) -----------------------------------------------------------
 
 
-def send_msg(conn: Any, msg: Any) -> None:
-    """Send ``msg``: one frame with the pickle and the buffer sizes, then one frame per buffer."""
+def encode_msg(msg: Any) -> list[Any]:
+    """The frames of ``msg``: one with the pickle and the buffer sizes, then one per buffer."""
     buffers: list[pickle.PickleBuffer] = []
     payload = pickle.dumps(msg, protocol=5, buffer_callback=buffers.append)
     raws = [b.raw() for b in buffers]
     head = _COUNT.pack(len(raws)) + b"".join(_SIZE.pack(r.nbytes) for r in raws)
-    conn.send_bytes(head + payload)
-    for raw in raws:
-        conn.send_bytes(raw)
+    return [head + payload, *raws]
+
+
+def frames_size(frames: list[Any]) -> int:
+    return sum(memoryview(f).nbytes for f in frames)
+
+
+def write_frames(conn: Any, frames: list[Any]) -> None:
+    for frame in frames:
+        conn.send_bytes(frame)
+
+
+def send_msg(conn: Any, msg: Any) -> None:
+    """Send ``msg`` (see :func:`encode_msg`); blocks until the pipe takes it."""
+    write_frames(conn, encode_msg(msg))
 
 
 def recv_msg(conn: Any) -> Any:
@@ -104,29 +114,8 @@ process itself initialising a backend (which would take a GPU)."""
 # -- the worker ----------------------------------------------------------------------------
 
 
-def _watch_pipe(conn: Any, inbox: queue.SimpleQueue, cancelled: set[int], parent_pid: int) -> None:
-    """Move messages from the pipe to ``inbox`` (cancellations to ``cancelled``, at once); exit
-    the process when the server is gone."""
-    try:
-        while True:
-            if conn.poll(1.0):
-                msg = recv_msg(conn)
-                if msg[0] == "cancel":
-                    cancelled.add(msg[1])
-                else:
-                    inbox.put(msg)
-            elif os.getppid() != parent_pid:
-                break  # reparented: the server died without closing our pipe
-    except (EOFError, OSError):
-        pass  # the server closed the pipe or died
-    except BaseException:
-        traceback.print_exc()
-    # No orphans: without a server nobody will read our answers.
-    os._exit(0)
-
-
 class _Worker:
-    def __init__(self, conn: Any, config: dict[str, Any], cancelled: set[int]) -> None:
+    def __init__(self, conn: Any, config: dict[str, Any]) -> None:
         import engine  # noqa: PLC0415 - after the environment is set up
         from service.jobs import JobResult  # noqa: PLC0415
 
@@ -140,7 +129,7 @@ class _Worker:
             compile_cache_dir=config["compile_cache_dir"],
         )
         self.networks: OrderedDict[str, Any] = OrderedDict()
-        self.cancelled = cancelled  # job ids nobody waits for any more (added by the pipe thread)
+        self.cancelled: set[int] = set()  # job ids nobody waits for any more
 
     def send(self, msg: Any) -> None:
         send_msg(self.conn, msg)
@@ -181,7 +170,6 @@ class _Worker:
             self.cancelled.discard(job_id)
             self.send(("expired", job_id, self.engine.stats))
             return
-        self.send(("started", job_id))
         evicted: list[str] = []
         try:
             net, evicted = self.network(job)
@@ -217,9 +205,27 @@ class _Worker:
             message = f"the engine failed: {type(exc).__name__}: {exc}"
             self.send(("error", job_id, "internal_error", message, None, 500, self.engine.stats, evicted))
 
-    def serve(self, inbox: queue.SimpleQueue) -> None:
+    def _take(self, msg: Any, backlog: deque[Any]) -> None:
+        if msg[0] == "cancel":
+            self.cancelled.add(msg[1])
+        else:
+            backlog.append(msg)
+
+    def serve(self, parent_pid: int) -> None:
+        """Read the pipe on this thread (no hand-off between threads on the hot path). Before
+        each job everything already sent is read, so a cancellation that arrived while the
+        previous job ran is honoured."""
+        conn = self.conn
+        backlog: deque[Any] = deque()
         while True:
-            msg = inbox.get()
+            if not backlog:
+                while not conn.poll(1.0):
+                    if os.getppid() != parent_pid:
+                        return  # reparented: the server died without closing our pipe
+                self._take(recv_msg(conn), backlog)
+            while conn.poll(0):
+                self._take(recv_msg(conn), backlog)
+            msg = backlog.popleft()
             kind = msg[0]
             if kind == "job":
                 self.run_job(msg[1], msg[2], msg[3])
@@ -245,16 +251,13 @@ def main(conn: Any, index: int, env: dict[str, str], config: dict[str, Any]) -> 
     os.environ.update(env)
     parent_pid = os.getppid()
 
-    inbox: queue.SimpleQueue = queue.SimpleQueue()
-    cancelled: set[int] = set()
-    threading.Thread(target=_watch_pipe, args=(conn, inbox, cancelled, parent_pid), name="pipe", daemon=True).start()
     try:
         if env.get("JAX_PLATFORMS"):
             import jax  # noqa: PLC0415
 
             # The server's __main__ may have imported jax before os.environ was updated.
             jax.config.update("jax_platforms", env["JAX_PLATFORMS"])
-        worker = _Worker(conn, config, cancelled)
+        worker = _Worker(conn, config)
         worker.hello()
     except BaseException as exc:
         traceback.print_exc()
@@ -264,7 +267,10 @@ def main(conn: Any, index: int, env: dict[str, str], config: dict[str, Any]) -> 
             pass
         sys.stderr.flush()
         os._exit(3)
-    worker.serve(inbox)
+    try:
+        worker.serve(parent_pid)
+    except (EOFError, OSError):
+        pass  # the server closed the pipe or died: without it nobody reads our answers
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

@@ -9,8 +9,10 @@ backend itself (it would take a GPU): a short-lived probe process counts the GPU
   busier than the least loaded one; otherwise to the least loaded worker, which then learns
   the network too (a hot network spreads over the workers as load requires).
 - **Transport**: a duplex pipe per worker; messages are pickled with protocol 5 and out-of-band
-  buffers (:mod:`service.worker_main`), so arrays cross as whole buffers. A reader and a writer
-  thread per worker keep the event loop free of pipe I/O and (un)pickling.
+  buffers (:mod:`service.worker_main`), so arrays cross as whole buffers. Replies are read on the
+  event loop as soon as the pipe is readable (``loop.add_reader``: no thread hand-off, which
+  under load would wait for the GIL); a small job is written straight from the loop when the
+  pipe has room and nothing is queued before it, a large one by the worker's writer thread.
 - **Back-pressure**: at most ``settings.queue_size`` jobs queued or running per worker; beyond
   that :class:`QueueFullError` (503 with ``Retry-After``).
 - **Deadlines**: the caller stops waiting at ``job.deadline`` (:class:`DeadlineExceededError`);
@@ -49,12 +51,11 @@ from .errors import (
     NotReadyError,
     QueueFullError,
     RemoteError,
-    ServiceError,
     WorkerDiedError,
 )
 from .jobs import GradJob, JobResult
 from .settings import Settings
-from .worker_main import PROBE_CODE, recv_msg, send_msg
+from .worker_main import PROBE_CODE, encode_msg, frames_size, recv_msg, write_frames
 from .worker_main import main as _worker_entry
 
 log = logging.getLogger("gradserve.workers")
@@ -87,7 +88,6 @@ class _Pending:
     job: GradJob
     network_doc: Callable[[], dict[str, Any]]
     submitted: float
-    started: float | None = None
 
 
 class _Proc:
@@ -99,8 +99,9 @@ class _Proc:
         self.conn = conn
         self.pid: int = process.pid
         self.outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.write_lock = threading.Lock()
+        self.unwritten = 0  # messages handed to the writer thread and not yet written (under write_lock)
         self.pending: dict[int, _Pending] = {}
-        self.running: int | None = None
         self.networks: set[str] = set()
         self.info: dict[str, Any] = {}
         self.ready = False  # answered its handshake
@@ -109,8 +110,35 @@ class _Proc:
         self.exitcode: int | None = None
         self.exited = asyncio.Event()
 
+    #: a message this small is written from the event loop when the pipe has room (PIPE_BUF)
+    INLINE_BYTES = 4096
+
+    @property
+    def running(self) -> int | None:
+        """The job the worker computes now: it takes jobs in order, so the oldest one held."""
+        return next(iter(self.pending), None)
+
     def send(self, msg: Any) -> None:
-        self.outbox.put(msg)
+        """Write ``msg`` to the worker, from the loop if it is small and nothing is queued before
+        it, else through the writer thread (which may block on a full pipe)."""
+        if msg is None:
+            self.outbox.put(None)
+            return
+        frames = encode_msg(msg)
+        if frames_size(frames) <= self.INLINE_BYTES and self.write_lock.acquire(blocking=False):
+            try:
+                if self.unwritten == 0 and _writable(self.conn):
+                    write_frames(self.conn, frames)
+                    return
+                self.unwritten += 1
+            except (OSError, ValueError):
+                return  # the worker is gone; the reader reports it
+            finally:
+                self.write_lock.release()
+        else:
+            with self.write_lock:
+                self.unwritten += 1
+        self.outbox.put((msg, frames))
 
     @property
     def load(self) -> int:
@@ -146,6 +174,13 @@ def _environ(extra: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _writable(conn: Any) -> bool:
+    """Whether the pipe takes at least PIPE_BUF bytes without blocking."""
+    import select  # noqa: PLC0415
+
+    return bool(select.select([], [conn], [], 0)[1])
 
 
 def _may_have_gpu() -> bool:
@@ -316,7 +351,10 @@ class WorkerPool:
         proc = _Proc(slot, process, parent_conn)
         slot.proc = proc
         log.info("worker %d started (pid %d, %s)", slot.index, proc.pid, slot.device)
-        threading.Thread(target=self._read, args=(proc,), name=f"gradserve-worker-{slot.index}-rx", daemon=True).start()
+        self._loop.add_reader(parent_conn.fileno(), self._readable, proc)  # type: ignore[union-attr]
+        # uvloop makes a watched fd non-blocking; a message's frames are read back to back and
+        # the writer thread relies on blocking writes, so put it back.
+        os.set_blocking(parent_conn.fileno(), True)
         threading.Thread(target=self._write, args=(proc,), name=f"gradserve-worker-{slot.index}-tx", daemon=True).start()
 
     @property
@@ -482,15 +520,23 @@ class WorkerPool:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
             loop.call_soon_threadsafe(fn, *args)
 
-    def _read(self, proc: _Proc) -> None:
+    def _readable(self, proc: _Proc) -> None:
+        """On the loop: one reply is waiting in the pipe (its frames follow back to back)."""
         try:
-            while True:
-                self._post(self._on_message, proc, recv_msg(proc.conn))
+            msg = recv_msg(proc.conn)
         except (EOFError, OSError):
-            pass
+            self._loop.remove_reader(proc.conn.fileno())  # type: ignore[union-attr]
+            threading.Thread(target=self._reap, args=(proc,), name=f"gradserve-worker-{proc.slot.index}-reap",
+                             daemon=True).start()
+            return
         except BaseException:
             log.exception("worker %d sent an unreadable message: killing it", proc.slot.index)
             proc.process.kill()
+            return
+        self._on_message(proc, msg)
+
+    def _reap(self, proc: _Proc) -> None:
+        """Off the loop: wait for a worker whose pipe closed to exit, then report it."""
         process = proc.process
         process.join(5.0)
         if process.exitcode is None:
@@ -505,21 +551,18 @@ class WorkerPool:
     def _write(self, proc: _Proc) -> None:
         broken = False
         while True:
-            msg = proc.outbox.get()
-            if msg is None:
+            item = proc.outbox.get()
+            if item is None:
                 break
-            if broken:
-                continue
-            try:
-                send_msg(proc.conn, msg)
-            except (OSError, ValueError, EOFError):
-                broken = True  # the worker is gone; the reader reports it
-            except Exception as exc:  # could not pickle: nothing was sent
-                if msg[0] == "job":
-                    error = ServiceError(f"the job could not be sent to the worker: {type(exc).__name__}: {exc}")
-                    self._post(self._finish, proc, msg[1], None, error)
-                else:
-                    log.exception("could not send %r to worker %d", msg[0], proc.slot.index)
+            msg, frames = item
+            with proc.write_lock:
+                try:
+                    if not broken:
+                        write_frames(proc.conn, frames)
+                except (OSError, ValueError, EOFError):
+                    broken = True  # the worker is gone; the reader reports it
+                finally:
+                    proc.unwritten -= 1
         with contextlib.suppress(OSError):
             proc.conn.close()
 
@@ -542,12 +585,7 @@ class WorkerPool:
     def _on_message(self, proc: _Proc, msg: Any) -> None:
         kind = msg[0]
         slot = proc.slot
-        if kind == "started":
-            proc.running = msg[1]
-            pending = proc.pending.get(msg[1])
-            if pending is not None:
-                pending.started = time.monotonic()
-        elif kind == "result":
+        if kind == "result":
             _, job_id, result, evicted = msg
             proc.networks.difference_update(evicted)
             slot.cache_stats = dict(result.cache_stats)
@@ -584,12 +622,10 @@ class WorkerPool:
 
     def _finish(self, proc: _Proc, job_id: int, result: JobResult | None, error: BaseException | None) -> None:
         pending = proc.pending.pop(job_id, None)
-        if proc.running == job_id:
-            proc.running = None
         if pending is None:
             return
-        if pending.started is not None:
-            took = time.monotonic() - pending.started
+        if result is not None:  # the worker's own time for it, for Retry-After
+            took = (result.timing_ms.get("compile", 0.0) + result.timing_ms.get("compute", 0.0)) / 1e3
             proc.slot.service_s = 0.8 * proc.slot.service_s + 0.2 * took
         if pending.future.done():
             return  # its caller stopped waiting (deadline, disconnect)
@@ -600,8 +636,6 @@ class WorkerPool:
 
     def _resend(self, proc: _Proc, job_id: int) -> None:
         """The worker lacked the network (evicted it): send the job again with its document."""
-        if proc.running == job_id:
-            proc.running = None
         pending = proc.pending.get(job_id)
         if pending is None:
             return
@@ -615,7 +649,6 @@ class WorkerPool:
             pending.future.set_exception(exc)
             return
         pending.job = dataclasses.replace(pending.job, network_doc=doc)
-        pending.started = None
         proc.networks.add(pending.job.network_id)
         proc.send(("job", job_id, pending.job, pending.submitted))
 

@@ -112,6 +112,29 @@ def test_non_finite_both_ways(client, encoding):
     np.testing.assert_array_equal(doc["value"][0], np.array([-np.inf, 0.0, np.nan, np.inf], np.float32))
 
 
+@pytest.mark.parametrize("encoding", ["b64", "binary"])
+def test_large_tensors_cross_the_worker_pipe(client, encoding):
+    """Megabytes each way: bigger than a pipe's buffer, so the writer thread and the reader
+    on the event loop must both handle partial transfers (a regression test)."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((512, 256)).astype(np.float32)
+    w = rng.standard_normal((256, 128)).astype(np.float32)
+    request = {
+        "network": {"format": "gradnet/1", "inputs": [{"name": "x"}, {"name": "w"}],
+                    "nodes": [{"name": "y", "op": "MatMul", "inputs": ["x", "w"]}], "outputs": ["y"]},
+        "inputs": [{"dtype": "float32", "shape": [512, 256], "data": x.ravel().tolist()},
+                   {"dtype": "float32", "shape": [256, 128], "data": w.ravel().tolist()}],
+        "get_all": True,
+    }
+    body, headers = encode_request(request, encoding)
+    for _ in range(2):  # the second call runs warm: only the pipe transfer is left
+        r = client.post("/grad", content=body, headers=headers)
+        assert r.status_code == 200, r.text
+        gx, gw = decode_response(r)["gradients"]
+        np.testing.assert_allclose(gx, np.ones((512, 128), np.float32) @ w.T, rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(gw, x.T @ np.ones((512, 128), np.float32), rtol=1e-4, atol=1e-3)
+
+
 def test_oip_datatype_and_nested_data(client, tutorial):
     request = dict(tutorial[0]["request"])
     x, y = request["inputs"]
