@@ -1,0 +1,61 @@
+"""On a GPU host: the service puts its workers on the GPUs and computes what the CPU computes.
+
+Marked ``gpu``: skipped (not passed) where JAX sees no GPU; run with ``make test PYTEST_ARGS="-m gpu"``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+import engine
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT.parent / "shared" / "fixtures"
+sys.path.insert(0, str(ROOT / "tests" / "service"))
+
+from tests.service.conftest import start_server  # noqa: E402
+
+pytestmark = pytest.mark.gpu
+
+
+def _gpu_count() -> int:
+    code = "import jax; print(len(jax.devices('gpu')))"
+    return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
+@pytest.fixture(scope="module")
+def gpu_server(tmp_path_factory):
+    server = start_server(tmp_path_factory.mktemp("gpu"), device="gpu", workers=_gpu_count())
+    yield server
+    server.stop()
+
+
+def test_one_worker_per_gpu(gpu_server):
+    metrics = httpx.get(gpu_server.url + "/metrics").text
+    workers = [line for line in metrics.splitlines() if line.startswith("gradserve_worker_queue_depth{")]
+    assert len(workers) == _gpu_count(), metrics
+
+
+def test_tutorial_on_the_gpu(gpu_server):
+    case = json.loads((FIXTURES / "tutorial.json").read_text())["cases"][1]
+    reply = httpx.post(gpu_server.url + "/grad", json=case["request"], timeout=120).json()
+    for got, want in zip(reply["gradients"], case["expected_gradients"], strict=True):
+        np.testing.assert_allclose(engine.decode_tensor(got), engine.decode_tensor(want), rtol=1e-5, atol=1e-6)
+
+
+def test_mlp_on_the_gpu_matches_the_cpu_engine(gpu_server):
+    request = json.loads((FIXTURES / "mlp.json").read_text())
+    reply = httpx.post(gpu_server.url + "/grad", json=request | {"output_encoding": "b64"}, timeout=300).json()
+    import jax  # noqa: PLC0415
+
+    cpu = engine.Engine(device=jax.devices("cpu")[0])
+    expected = engine.run_request(request, engine=cpu).gradients
+    for got, want in zip(reply["gradients"], expected, strict=True):
+        np.testing.assert_allclose(engine.decode_tensor(got), want, rtol=1e-3, atol=1e-4)
