@@ -262,3 +262,21 @@ def test_persistent_compile_cache_survives_a_restart(tmp_path):
     third = _run(directory, dict(NET, outputs=["h"]))  # another network compiles and adds an entry
     assert third["disk_misses"] >= 1
     assert set(first["files"]) < set(third["files"])
+
+
+def test_warm_fast_path_matches_the_general_path_and_still_validates():
+    """A warm list-input call skips binding; a call of another signature is validated again."""
+    from engine import DTypeError
+
+    doc = dict(NET, inputs=[{"name": "x", "dtype": "float32", "shape": [2, 3]}, {"name": "y"}])
+    constrained = parse_network(doc)
+    engine = Engine()
+    cold = engine.grad(constrained, [X, Y], get_all=True)
+    warm = engine.grad(constrained, [X * 2, Y], get_all=True)
+    general = engine.grad(constrained, {"x": X * 2, "y": Y}, get_all=True)  # dict inputs: general path
+    assert warm.cache_hit and general.cache_hit and not cold.cache_hit
+    for a, b in zip(warm.gradients, general.gradients, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(DTypeError):
+        engine.grad(constrained, [X.astype(np.float64), Y], get_all=True)
+    assert engine.stats["hits"] == 2 and engine.stats["misses"] == 1
