@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from one_node import network
 
 import engine
 from engine import OPS, AttrError, ShapeError
@@ -24,23 +25,6 @@ SETTINGS = settings(max_examples=40, deadline=None, database=None, suppress_heal
 @pytest.fixture(scope="module")
 def eng():
     return engine.Engine(cache_size=1024)
-
-
-def network(op, num_inputs, attrs):
-    """A one-node network: inputs x0, x1, ...; node ``n``; every output of ``n`` is an output."""
-    names = [f"x{i}" for i in range(num_inputs)]
-    opdef = OPS[op]
-    n = opdef.num_outputs(opdef.bind_attrs(attrs, "attrs"))
-    return engine.parse_network(
-        {
-            "format": "gradnet/1",
-            "name": f"one-{op}",
-            "inputs": [{"name": name} for name in names],
-            "parameters": [],
-            "nodes": [{"name": "n", "op": op, "inputs": names, "attrs": attrs}],
-            "outputs": ["n"] if n == 1 else [f"n:{k}" for k in range(n)],
-        }
-    )
 
 
 def run(eng, op, inputs, attrs=None):
