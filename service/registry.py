@@ -49,6 +49,9 @@ CREATE INDEX IF NOT EXISTS registrations_by_id ON registrations(network_id);
 """
 
 
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 class RegistryUnavailableError(UnavailableError):
     code = "registry_unavailable"
 
@@ -129,6 +132,17 @@ class NetworkRegistry:
             self._fail(f"the registry file {self.path} was deleted while the service was running")
         if (st.st_dev, st.st_ino) != self._identity:
             self._fail(f"the registry file {self.path} was replaced while the service was running")
+        # Overwritten in place (same inode): SQLite would go on serving its page cache and WAL, and
+        # later checkpoint into the garbage. Every SQLite file starts with this header (written
+        # when the database was opened in WAL mode), so a 16-byte read tells.
+        try:
+            with open(self.path, "rb") as f:
+                header = f.read(len(_SQLITE_HEADER))
+        except OSError as exc:
+            self._fail(f"the registry file {self.path} cannot be read ({exc})")
+        if header != _SQLITE_HEADER:
+            self._fail(f"the registry file {self.path} is corrupted (overwritten: it is no longer an SQLite "
+                       "database)")
 
     def healthy(self) -> bool:
         try:

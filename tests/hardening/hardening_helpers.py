@@ -1,0 +1,200 @@
+"""Shared by the hardening tests: the tutorial request, a health check that proves the service still
+works after an attack, polling with deadlines (never a sleep as an assertion), RSS, raw sockets."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+from service_helpers import FIXTURES, decode_response, error_of  # noqa: F401 - re-exported
+
+T = TypeVar("T")
+
+#: the shared hardening server's keys: ``HARD_KEY`` for the tests, ``FUZZ_KEY`` for the fuzzers
+HARD_KEY, FUZZ_KEY = "hardening-key", "hardening-fuzz-key"
+#: its limits: a body limit large enough for a 10^6-node network to reach the max_nodes check
+HARD_LIMITS = {"max_body_bytes": 64 * 2**20, "max_tensor_elements": 4_000_000, "max_nodes": 10_000}
+
+#: MindSpore's answer for the tutorial (GradOperation() w.r.t. x), as float32
+TUTORIAL_GRADIENT = np.array([[4.51, 2.7, 3.6], [4.51, 2.7, 3.6]], dtype=np.float32)
+
+
+def tutorial_request() -> dict[str, Any]:
+    """A fresh copy of the seed tutorial's /grad request (inline network, JSON tensors)."""
+    return json.loads((FIXTURES / "tutorial.json").read_text())["cases"][0]["request"]
+
+
+def assert_healthy(server: Any, key: str | None = None) -> None:
+    """Readiness is 200 and the tutorial gradient comes back right."""
+    with server.client(key, timeout=60) as c:
+        ready = poll(lambda: c.get("/health/ready"), lambda r: r.status_code == 200, timeout=60,
+                     what="GET /health/ready to answer 200")
+        assert ready.json()["status"] == "ready"
+        r = c.post("/grad", json=tutorial_request())
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose(decode_response(r)["gradients"], TUTORIAL_GRADIENT, rtol=1e-5)
+    assert server.process.poll() is None, "the server exited"
+
+
+def poll(fn: Callable[[], T], ok: Callable[[T], bool], *, timeout: float, interval: float = 0.02,
+         what: str = "the condition") -> T:
+    """Call ``fn`` until ``ok(result)``; fail after ``timeout`` seconds. Exceptions of ``fn``
+    (a refused connection) count as not ok."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = fn()
+            if ok(last):
+                return last
+        except (httpx.HTTPError, OSError) as exc:
+            last = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+        time.sleep(interval)
+
+
+def rss_bytes(pid: int) -> int:
+    """VmRSS of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def mib(n: float) -> float:
+    return round(n / 2**20, 1)
+
+
+class Background:
+    """Run ``fn`` in a daemon thread; ``result()`` joins it and returns (or raises) its outcome.
+    ``started``/``finished`` are time.monotonic() stamps."""
+
+    def __init__(self, fn: Callable[[], T], name: str = "request") -> None:
+        self._fn = fn
+        self._box: dict[str, Any] = {}
+        self.started = time.monotonic()
+        self.finished: float | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._box["value"] = self._fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to result()
+            self._box["error"] = exc
+        self.finished = time.monotonic()
+
+    @property
+    def elapsed(self) -> float:
+        assert self.finished is not None
+        return self.finished - self.started
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def result(self, timeout: float = 120.0) -> Any:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"{self._thread.name} still running after {timeout} s"
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box["value"]
+
+
+def raw_request(url: str, head: str, body_chunks: list[bytes], *, read_timeout: float = 30.0) -> tuple[bytes, int, bool]:
+    """Send an HTTP/1.1 request head and then ``body_chunks`` on a raw socket, stopping as soon as
+    the server answers. Returns (the answer, the body bytes sent, whether every chunk was sent)."""
+    parts = urlsplit(url)
+    sent = 0
+    with socket.create_connection((parts.hostname, parts.port), timeout=read_timeout) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        s.sendall(head.replace("{host}", parts.netloc).encode())
+        sent_all = True
+        for chunk in body_chunks:
+            readable, _, _ = select.select([s], [], [], 0)
+            if readable:
+                sent_all = False
+                break
+            try:
+                s.sendall(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                sent_all = False
+                break
+            sent += len(chunk)
+        data = b""
+        s.settimeout(read_timeout)
+        try:
+            while True:
+                part = s.recv(65536)
+                if not part:
+                    break
+                data += part
+                if _complete(data):
+                    break
+        except (ConnectionResetError, TimeoutError):
+            pass
+        return data, sent, sent_all
+
+
+def _complete(data: bytes) -> bool:
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value.strip())
+    return False
+
+
+def response_json(raw: bytes) -> tuple[int, dict[str, str], Any]:
+    """Status, headers and JSON body of a raw HTTP/1.1 answer."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, json.loads(body)
+
+
+def slow_network(depth: int = 24, n: int = 1000, name: str = "slow") -> dict[str, Any]:
+    """A network whose gradient takes about a second on a CPU core with a tiny request: x [1, n] is
+    broadcast to [n, n] and multiplied by itself ``depth`` times. ``name`` changes its id (so a
+    fresh one must be compiled)."""
+    nodes: list[dict[str, Any]] = [{"name": "b", "op": "BroadcastTo", "inputs": ["x"], "attrs": {"shape": [n, n]}}]
+    prev = "b"
+    for i in range(depth):
+        nodes.append({"name": f"m{i}", "op": "MatMul", "inputs": [prev, "b"]})
+        prev = f"m{i}"
+    nodes.append({"name": "s", "op": "ReduceSum", "inputs": [prev]})
+    return {"format": "gradnet/1", "name": name, "inputs": [{"name": "x"}], "nodes": nodes, "outputs": ["s"]}
+
+
+def slow_request(depth: int = 24, n: int = 1000, name: str = "slow", **extra: Any) -> dict[str, Any]:
+    x = {"dtype": "float32", "shape": [1, n],
+         "b64": base64.b64encode(np.full((1, n), 1e-3, dtype="<f4").tobytes()).decode()}
+    return {"network": slow_network(depth, n, name), "inputs": [x], **extra}
+
+
+def worker_pid_from_log(server: Any, index: int, *, after_pid: int | None = None, event: str = "ready") -> int | None:
+    """The pid of worker ``index`` from the server log's "worker <index> <event> (pid N" lines: the
+    latest one, or None. With ``after_pid``, only a pid other than that one counts."""
+    found = None
+    for m in re.finditer(rf"worker {index} {event} \(pid (\d+)", server.log()):
+        pid = int(m.group(1))
+        if pid != after_pid:
+            found = pid
+    return found

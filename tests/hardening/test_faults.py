@@ -1,0 +1,236 @@
+"""Faults (issue item 4), on real processes with real signals: a worker SIGKILLed under load, a
+compile that outlives its deadline, SIGTERM to the server under load, and the registry file deleted
+or overwritten under a running server. Each test that kills something has its own server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from hardening_helpers import (
+    HARD_KEY,
+    Background,
+    assert_healthy,
+    error_of,
+    poll,
+    slow_request,
+    tutorial_request,
+    worker_pid_from_log,
+)
+from service_helpers import chain_request, metric
+
+
+def _depths(c: httpx.Client, workers: int) -> list[float]:
+    text = c.get("/metrics").text
+    return [metric(text, "gradserve_worker_queue_depth", worker=str(i)) or 0.0 for i in range(workers)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0): look at its state
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+# -- a worker SIGKILLed under load -----------------------------------------------------------------
+
+
+def test_sigkill_a_worker_under_load(server_factory, figures):
+    """Two workers; six ~1 s requests spread over them; worker 0 is SIGKILLed while it holds some.
+    Exactly its requests fail (500 worker_died, naming it), the other worker's succeed, the pool
+    respawns it, and the next requests succeed (on both workers)."""
+    server = server_factory(workers=2, queue_size=8)
+    pids = {i: worker_pid_from_log(server, i) for i in (0, 1)}
+    assert all(pids.values()), server.log()[-2000:]
+    with server.client(timeout=120) as c:
+        assert c.post("/grad", json=slow_request(name="kill")).status_code == 200  # compiled on worker 0
+        calls = [Background(lambda: c.post("/grad", json=slow_request(name="kill"))) for _ in range(6)]
+        depths = poll(lambda: _depths(c, 2), lambda d: sum(d) == 6 and d[0] >= 1 and d[1] >= 1, timeout=30,
+                      what="the six requests to be queued on both workers")
+        killed_at = time.monotonic()
+        os.kill(pids[0], signal.SIGKILL)
+        results = [call.result() for call in calls]
+        statuses = sorted(r.status_code for r in results)
+        died = [r for r in results if r.status_code == 500]
+        assert set(statuses) <= {200, 500}, statuses
+        assert 1 <= len(died) <= depths[0], (statuses, depths)
+        assert statuses.count(200) >= depths[1], (statuses, depths)
+        for r in died:
+            err = error_of(r, 500, "worker_died")
+            assert f"worker 0 (pid {pids[0]})" in err["message"] and "SIGKILL" in err["message"], err
+        new_pid = poll(lambda: worker_pid_from_log(server, 0, after_pid=pids[0]), lambda p: p is not None,
+                       timeout=60, what="worker 0 to be respawned")
+        respawned_in = time.monotonic() - killed_at
+        assert new_pid != pids[0] and not _alive(pids[0])
+        assert _alive(pids[1]), "the other worker was disturbed"
+        text = c.get("/metrics").text
+        assert metric(text, "gradserve_worker_restarts_total", worker="0") == 1
+        assert metric(text, "gradserve_worker_restarts_total", worker="1") == 0
+        # the next requests succeed, and the respawned worker takes its share
+        misses_before = metric(text, "gradserve_compile_cache_misses_total", worker="0") or 0
+        after = [Background(lambda: c.post("/grad", json=slow_request(name="kill"))) for _ in range(4)]
+        assert [r.status_code for r in (call.result() for call in after)] == [200] * 4
+        assert (metric(c.get("/metrics").text, "gradserve_compile_cache_misses_total", worker="0") or 0) > misses_before
+    figures["sigkill"] = {"requests": 6, "held_by_killed_worker": int(depths[0]), "failed_worker_died": len(died),
+                          "succeeded": statuses.count(200), "respawn_s": round(respawned_in, 2)}
+    assert_healthy(server)
+
+
+# -- a compile that outlives its deadline ----------------------------------------------------------
+
+
+def test_compile_past_the_deadline_is_a_504_and_the_worker_goes_on(hard_server, figures):
+    """A first-time compile of an 800-node network with timeout_ms 150: 504 at the deadline, while
+    the worker compiles, not at the end of the compile. The same worker process (no restart) then
+    serves the next requests, and the abandoned compile was not wasted (it is in the cache)."""
+    with hard_server.client(HARD_KEY, timeout=120) as c:
+        before = metric(c.get("/metrics").text, "gradserve_worker_restarts_total", worker="0")
+        pid = worker_pid_from_log(hard_server, 0)
+        request = chain_request(800)
+        # timeout_ms 1: the deadline passes in the server (parse, abstract evaluation): the job never
+        # reaches the worker. This also leaves the network parsed and validated in the server, so
+        # that the next call's deadline is spent in the worker's compile.
+        err = error_of(c.post("/grad", json={**request, "timeout_ms": 1}), 504, "timeout")
+        assert "before it reached a worker" in err["message"], err
+        t0 = time.monotonic()
+        err = error_of(c.post("/grad", json={**request, "timeout_ms": 150}), 504, "timeout")
+        took = time.monotonic() - t0
+        assert "while it was computing on worker 0" in err["message"], err
+        assert took < 1.0, took
+        t1 = time.monotonic()
+        r = c.post("/grad", json=tutorial_request())  # waits for the abandoned compile to end
+        assert r.status_code == 200, r.text
+        next_s = time.monotonic() - t1
+        again = c.post("/grad", json=request)
+        assert again.status_code == 200, again.text
+        assert again.json()["timing_ms"]["compile"] == 0.0, again.json()["timing_ms"]
+        assert worker_pid_from_log(hard_server, 0) == pid
+        assert metric(c.get("/metrics").text, "gradserve_worker_restarts_total", worker="0") == before
+    figures["compile_deadline"] = {"timeout_ms": 150, "answered_504_after_s": round(took, 3),
+                                   "next_request_s": round(next_s, 2),
+                                   "same_network_again_compile_ms": again.json()["timing_ms"]["compile"]}
+    assert_healthy(hard_server, HARD_KEY)
+
+
+# -- SIGTERM under load ----------------------------------------------------------------------------
+
+
+def test_sigterm_drains_in_flight_requests_and_exits_0(server_factory, figures):
+    server = server_factory(workers=1, queue_size=8, drain_timeout_s=60)
+    workers = server.worker_pids()
+    assert workers
+
+    def one() -> httpx.Response:
+        with server.client(timeout=120) as own:
+            return own.post("/grad", json=slow_request(name="term"))
+
+    with server.client(timeout=120) as c:
+        assert c.post("/grad", json=slow_request(name="term")).status_code == 200  # compiled
+        in_flight = [Background(one) for _ in range(3)]
+        poll(lambda: _depths(c, 1), lambda d: d[0] == 3, timeout=30, what="three requests in flight")
+    signalled = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    # New requests, until the listener closes: 503 draining (with Retry-After), or refused.
+    refused_503, not_ready, closed_after = 0, 0, None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with httpx.Client(base_url=server.url, timeout=10) as fresh:
+                r = fresh.post("/grad", json=tutorial_request())
+                ready = fresh.get("/health/ready")
+        except httpx.TransportError:
+            closed_after = time.monotonic() - signalled
+            break
+        err = error_of(r, 503, "draining")
+        assert int(r.headers["retry-after"]) >= 1, err
+        refused_503 += 1
+        if ready.status_code == 503:
+            assert ready.json()["error"]["code"] == "draining"
+            not_ready += 1
+        time.sleep(0.05)
+    assert closed_after is not None, "the listener never closed"
+    results = [call.result(timeout=90) for call in in_flight]
+    assert [r.status_code for r in results] == [200, 200, 200], [r.text[:200] for r in results]
+    assert server.process.wait(60) == 0
+    exited_after = time.monotonic() - signalled
+    assert refused_503 >= 1 and not_ready >= 1
+    poll(lambda: [p for p in workers if _alive(p)], lambda left: not left, timeout=30,
+         what="the worker processes to exit with the server")
+    assert "Traceback" not in server.log(), server.log()[-3000:]
+    figures["sigterm"] = {"in_flight": 3, "in_flight_200": 3, "new_requests_503_draining": refused_503,
+                          "listener_closed_after_s": round(closed_after, 2), "exit_code": 0,
+                          "exited_after_s": round(exited_after, 2)}
+
+
+# -- the registry file deleted or overwritten ------------------------------------------------------
+
+
+def _register(c: httpx.Client, name: str) -> str:
+    network = tutorial_request()["network"]
+    network["name"] = name
+    r = c.post("/networks", json=network)
+    assert r.status_code in (200, 201), r.text
+    return r.json()["network_id"]
+
+
+def _assert_registry_unavailable(c: httpx.Client, network_id: str, why: str) -> None:
+    inputs = tutorial_request()["inputs"]
+    for r in (c.get("/networks"), c.get(f"/networks/{network_id}"), c.delete(f"/networks/{network_id}"),
+              c.post("/networks", json={**tutorial_request()["network"], "name": "new"})):
+        err = error_of(r, 503, "registry_unavailable")
+        assert err["path"] == "registry" and why in err["message"] and "restart" in err["message"], err
+        assert int(r.headers["retry-after"]) >= 1
+    ready = c.get("/health/ready")
+    assert error_of(ready, 503, "registry_unavailable")
+    assert c.get("/health/live").status_code == 200
+    # networks inline still work; a network already parsed in memory still answers by id
+    assert c.post("/grad", json=tutorial_request()).status_code == 200
+    by_id = c.post("/grad", json={"network_id": network_id, "inputs": inputs})
+    assert by_id.status_code == 200 or error_of(by_id, 503, "registry_unavailable")
+
+
+def _assert_fresh_and_working(c: httpx.Client) -> str:
+    assert c.get("/health/ready").status_code == 200
+    network_id = _register(c, "after-restart")
+    assert network_id in [n["network_id"] for n in c.get("/networks").json()["networks"]]
+    r = c.post("/grad", json={"network_id": network_id, "inputs": tutorial_request()["inputs"]})
+    assert r.status_code == 200, r.text
+    return network_id
+
+
+@pytest.mark.parametrize("damage", ["delete", "overwrite"])
+def test_registry_file_damaged_under_a_running_server(server_factory, tmp_path_factory, figures, damage):
+    directory = tmp_path_factory.mktemp(f"registry-{damage}")
+    path = directory / "registry.sqlite3"
+    server = server_factory(directory=directory, registry_path=path)
+    with server.client() as c:
+        network_id = _register(c, "before")
+        if damage == "delete":
+            path.unlink()
+            why = "deleted"
+        else:
+            with open(path, "wb") as f:  # same inode, new contents: `echo garbage > registry.sqlite3`
+                f.write(b"this is not an SQLite database\n" * 4096)
+            why = "corrupted"
+        _assert_registry_unavailable(c, network_id, why)
+    assert server.process.poll() is None, "the server crashed:\n" + server.log()[-3000:]
+    assert server.stop() == 0, server.log()[-3000:]
+    assert "Traceback" not in server.log(), server.log()[-3000:]
+    # a restart opens a working registry (an unreadable file is moved aside, never overwritten)
+    again = server_factory(directory=directory, registry_path=path)
+    with again.client() as c:
+        _assert_fresh_and_working(c)
+        left = [n["name"] for n in c.get("/networks").json()["networks"]]
+    aside = sorted(p.name for p in directory.glob("registry.sqlite3.corrupt-*"))
+    figures[f"registry_{damage}"] = {"error": f"503 registry_unavailable ({why})",
+                                     "after_restart": f"working; networks listed: {left}; moved aside: {aside}"}
+    assert_healthy(again)
