@@ -6,8 +6,10 @@ so a bad request costs no worker time; only a valid job goes to the :class:`Work
 Bodies are read by the handlers themselves (:mod:`service.codec`), never by pydantic: the
 models in :mod:`service.models` exist for the OpenAPI schema only.
 
-Blocking work (parsing a large body or network, SQLite, the first abstract evaluation of a
-network) runs in the thread pool; a tutorial-sized call stays on the event loop.
+Blocking work (parsing a large JSON body or network, SQLite, the first abstract evaluation of a
+network, writing a huge JSON result) runs in the thread pool; a tutorial-sized call stays on the
+event loop. ``POST /grad`` is answered by :class:`_Guard` straight from the ASGI scope
+(:meth:`Service.grad_asgi`): the FastAPI route is kept for the schema only.
 
 Run it with ``gradserve serve`` (:mod:`service.cli`), or ``uvicorn --factory service.app:create_app``.
 """
@@ -15,6 +17,7 @@ Run it with ``gradserve serve`` (:mod:`service.cli`), or ``uvicorn --factory ser
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import math
@@ -51,8 +54,11 @@ from .settings import Settings
 
 log = logging.getLogger("gradserve.app")
 
-#: Bodies (and results) larger than this are decoded (encoded) in the thread pool.
+#: JSON text larger than this (a request's, or the JSON part of a binary one) is parsed and its
+#: tensors decoded in the thread pool; binary tensors are views of the body, decoded in no time.
 OFFLOAD_BYTES = 256 * 1024
+#: results with more elements than this are written (JSON, b64) in the thread pool
+LOOP_ENCODE_ELEMENTS = 1 << 21
 #: scope key under which the auth middleware leaves the caller's registry namespace
 NAMESPACE = "gradserve.namespace"
 GRAD_FIELDS = frozenset({
@@ -84,6 +90,7 @@ class Validator(engine.Engine):
         self._seen: OrderedDict[tuple[Any, ...], None] = OrderedDict()
         self._seen_size = cache_size * 4
         self._seen_lock = threading.Lock()  # validate() runs on the loop and in the thread pool
+        self._valid: dict[tuple[Any, ...], None] = {}  # calls that passed (no parameters, no sens)
 
     def knows(self, net: engine.Network, xs: list[np.ndarray]) -> bool:
         """Whether this network and input signature were evaluated already (validate is cheap)."""
@@ -93,6 +100,16 @@ class Validator(engine.Engine):
         return self._bind_inputs(net, inputs)
 
     def validate(self, net: engine.Network, xs: list[np.ndarray], call: Mapping[str, Any]) -> None:
+        # A call without parameters or sens is valid or not by its network, input signature and
+        # flags alone: one that passed already passes again (a dict lookup on the hot path).
+        signature = _signature(xs)
+        known = None
+        if call["parameters"] is None and call["sens"] is None and not call["sens_param"]:
+            weights = call["weights"]
+            known = (net.id, signature, call["get_all"], call["get_by_list"],
+                     None if weights is None else tuple(weights), call["return_value"])
+            if known in self._valid:
+                return
         self._spec(net, call["get_all"], call["get_by_list"], call["sens_param"], call["weights"],
                    call["return_value"])
         self._check_parameters(net, call["parameters"])
@@ -102,12 +119,16 @@ class Validator(engine.Engine):
             self._bind_sens(net, xs, call["sens"])
         elif call["sens"] is not None:
             raise engine.SensError("'sens' is given but sens_param is false: set sens_param to true", "sens")
-        key = (net.id, _signature(xs))
+        key = (net.id, signature)
         with self._seen_lock:
             self._seen[key] = None
             self._seen.move_to_end(key)
             while len(self._seen) > self._seen_size:
                 self._seen.popitem(last=False)
+            if known is not None:
+                self._valid[known] = None
+                while len(self._valid) > self._seen_size:
+                    del self._valid[next(iter(self._valid))]
 
     @staticmethod
     def _check_parameters(net: engine.Network, overrides: Mapping[str, np.ndarray] | None) -> None:
@@ -218,13 +239,51 @@ class Service:
     # -- /grad ------------------------------------------------------------------------------------
 
     async def grad(self, request: Request) -> Response:
+        """The FastAPI route's handler (unused while :class:`_Guard` answers ``POST /grad`` with
+        :meth:`grad_asgi`; kept so the route, and its schema, stay as they are)."""
         arrived = time.monotonic()
-        namespace = request.scope[NAMESPACE]
+        body = await codec.read_body(request, self.settings.max_body_bytes)
+        return await self._grad(request.scope[NAMESPACE], body, request.headers, arrived)
+
+    async def grad_asgi(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """``POST /grad`` straight from the ASGI scope: no routing, dependency solving or Request
+        object on the hot path, the same answers and errors as the route (its exception handlers
+        are inlined here). Returns the response's status."""
+        arrived = time.monotonic()
+        try:
+            declared = None
+            headers: dict[str, str] = {}
+            for name, value in scope["headers"]:
+                if name == b"content-length":
+                    if declared is None:
+                        declared = value.decode("latin-1")
+                elif name == b"inference-header-content-length" and not headers:
+                    headers[codec.BINARY_HEADER] = value.decode("latin-1")
+            body = await codec.receive_body(receive, declared, self.settings.max_body_bytes)
+            response = await self._grad(scope[NAMESPACE], body, headers, arrived)
+        except engine.GradnetError as exc:
+            if exc.status >= 500:
+                log.warning("POST /grad: %s %s", exc.code, exc.message)
+            response = error_response(exc)
+        except Exception as exc:
+            log.error("unhandled error in POST /grad", exc_info=exc)
+            response = _bug_response(exc)
+        await response(scope, receive, send)
+        return response.status_code
+
+    async def _grad(self, namespace: str, body: bytes, headers: Mapping[str, str], arrived: float) -> Response:
         settings = self.settings
-        body = await codec.read_body(request, settings.max_body_bytes)
         t0 = time.perf_counter()
-        big = len(body) > OFFLOAD_BYTES
-        headers = request.headers
+        # Only a large JSON text is worth the thread pool (parsing it, decoding its tensors): the
+        # binary tensors of the OIP framing are views of the body, decoded in no time.
+        json_size = len(body)
+        declared = headers.get(codec.BINARY_HEADER)
+        if declared is not None:
+            try:
+                json_size = min(json_size, max(0, int(declared)))
+            except ValueError:
+                pass  # parse_body says what is wrong with it
+        big = json_size > OFFLOAD_BYTES
         parsed = await run_in_threadpool(codec.parse_body, body, headers) if big else codec.parse_body(body, headers)
         doc = parsed.doc
         unknown = [k for k in doc if k not in GRAD_FIELDS]
@@ -251,6 +310,7 @@ class Service:
             parameters=decoded["parameters"],
             return_value=call["return_value"],
             deadline=arrived + call["timeout_ms"] / 1e3,
+            json_split=call["output_encoding"] == "json",
         )
         decode_ms = (time.perf_counter() - t0) * 1e3
         if self.pool is None:
@@ -319,11 +379,27 @@ class Service:
         if call["return_value"]:
             fields["value"] = result.value or []
         t0 = time.perf_counter()
-        size = sum(_nbytes(v) for v in fields.values())
-        if size > OFFLOAD_BYTES:
-            encoded, chunks = await run_in_threadpool(codec.encode_tensors, fields, encoding)
-        else:
-            encoded, chunks = codec.encode_tensors(fields, encoding)
+        chunks: list[Any] = []
+        pieces: dict[str, list[Any]] | None = None
+        # Text is written on the loop: orjson holds the GIL, so a thread would not let the loop
+        # run meanwhile, only add a hand-off. A huge text (seconds of it) goes to a thread all the
+        # same: the GIL's switch interval then lets the loop in between.
+        huge = encoding != "binary" and sum(a.size for a in codec.flat_tensors(fields)) > LOOP_ENCODE_ELEMENTS
+        if result.json_split is not None and encoding == "json":
+            # The worker writes the text before the split point (it has started already), this
+            # process the rest. Without both shares (a NaN, the worker died) the general path
+            # below writes it all.
+            write = functools.partial(codec.write_share, codec.flat_tensors(fields), result.json_split, worker=False)
+            mine = await run_in_threadpool(write) if huge else write()
+            theirs = await result.json_part if result.json_part is not None else None
+            if mine is not None and theirs is not None:
+                pieces = codec.join_shares(fields, result.json_split, theirs, mine)
+        if pieces is None:
+            if huge:
+                encoded, chunks = await run_in_threadpool(codec.encode_fields, fields, encoding)
+            else:
+                encoded, chunks = codec.encode_fields(fields, encoding)
+            pieces = {name: [text] for name, text in encoded.items()}
         encode_ms = (time.perf_counter() - t0) * 1e3
         worker = result.timing_ms
         timing = {
@@ -334,16 +410,25 @@ class Service:
             "encode": encode_ms,
         }
         self.metrics.observe_grad(timing, compiled=not result.cache_hit)
-        members = [
-            ("network_id", orjson.dumps(net.id)),
-            ("gradients", encoded["gradients"]),
-            ("gradient_names", orjson.dumps(result.gradient_names)),
-        ]
-        if "value" in encoded:
-            members.append(("value", encoded["value"]))
-        members.append(("timing_ms", orjson.dumps(timing)))
-        out = codec.frame(codec.splice(members), chunks, encoding)
-        return Response(out.body, media_type=out.media_type, headers=out.headers)
+        gradients, value = pieces["gradients"], pieces.get("value")
+        if encoding == "binary" or (len(gradients) == 1 and (value is None or len(value) == 1)
+                                    and len(gradients[0]) <= codec.STREAM_BYTES):
+            doc: dict[str, Any] = {
+                "network_id": net.id,
+                "gradients": orjson.Fragment(gradients[0]),
+                "gradient_names": result.gradient_names,
+            }
+            if value is not None:
+                doc["value"] = orjson.Fragment(value[0])
+            doc["timing_ms"] = timing
+            return codec.response(orjson.dumps(doc), chunks, encoding)
+        # A large JSON text: sent in its pieces, as orjson.dumps(doc) would have written it.
+        parts = [orjson.dumps({"network_id": net.id})[:-1] + b',"gradients":', *gradients,
+                 b',"gradient_names":' + orjson.dumps(result.gradient_names)]
+        if value is not None:
+            parts += [b',"value":', *value]
+        parts.append(b',"timing_ms":' + orjson.dumps(timing) + b"}")
+        return codec.PartsResponse(parts, codec.JSON_TYPE)
 
     # -- /networks --------------------------------------------------------------------------------
 
@@ -432,12 +517,6 @@ def _call_options(doc: Mapping[str, Any], default_timeout_ms: int) -> dict[str, 
     return call
 
 
-def _nbytes(value: Any) -> int:
-    if isinstance(value, (list, tuple)):
-        return sum(_nbytes(v) for v in value)
-    return getattr(value, "nbytes", 0)
-
-
 def _json(obj: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     return Response(codec.dumps(obj), status_code=status, media_type=codec.JSON_TYPE, headers=headers)
 
@@ -492,6 +571,10 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
 
 async def _on_bug(request: Request, exc: Exception) -> Response:
     log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+    return _bug_response(exc)
+
+
+def _bug_response(exc: Exception) -> Response:
     return _error(500, "internal_error",
                   f"internal server error ({type(exc).__name__}): this is a bug in gradserve, not in your "
                   "request; it has been logged", None)
@@ -514,6 +597,10 @@ class _Guard:
             return
         service = self.service
         start = time.perf_counter()
+        path: str = scope["path"]
+        # POST /grad, the hot path, is answered here by Service.grad_asgi (no routing, no FastAPI
+        # handler, no send wrapper: it returns the status); its route stays, for the schema.
+        hot = path == "/grad" and scope["method"] == "POST"
         status = 500
 
         async def send_status(message: Message) -> None:
@@ -522,41 +609,51 @@ class _Guard:
                 status = message["status"]
             await send(message)
 
-        path: str = scope["path"]
         try:
             if path.startswith("/health/"):
                 await self.app(scope, receive, send_status)
                 return
-            authorization = None
-            if service.auth.enabled:
-                for name, value in scope["headers"]:
-                    if name == b"authorization":
-                        authorization = value
-                        break
-            namespace = service.auth.namespace(authorization)
-            if namespace is None:
-                response = _error(
-                    401, "unauthorized",
-                    "missing or wrong API key: send the header 'Authorization: Bearer <key>'" if authorization
-                    is None else "wrong API key, or not 'Authorization: Bearer <key>'",
-                    "headers.authorization", {"WWW-Authenticate": 'Bearer realm="gradserve"'},
-                )
-                await response(scope, receive, send_status)
-                return
-            scope[NAMESPACE] = namespace
-            if service.draining and path != "/metrics":
-                await error_response(_draining())(scope, receive, send_status)
+            refusal = self._refusal(scope, path)
+            if refusal is not None:
+                status = refusal.status_code
+                await refusal(scope, receive, send)
                 return
             service.inflight += 1
             try:
-                await self.app(scope, receive, send_status)
+                if hot:
+                    status = await service.grad_asgi(scope, receive, send)
+                else:
+                    await self.app(scope, receive, send_status)
             finally:
                 service.inflight -= 1
                 if service.inflight == 0:
                     service._idle.set()
         finally:
-            service.metrics.observe_request(service.route_template(scope), scope["method"], status,
-                                            time.perf_counter() - start)
+            service.metrics.observe_request("/grad" if hot else service.route_template(scope), scope["method"],
+                                            status, time.perf_counter() - start)
+
+    def _refusal(self, scope: Scope, path: str) -> Response | None:
+        """The answer to a request without the right API key (401), or one that comes while the
+        service drains (503, but /metrics); None, with the caller's namespace in the scope."""
+        service = self.service
+        authorization = None
+        if service.auth.enabled:
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    authorization = value
+                    break
+        namespace = service.auth.namespace(authorization)
+        if namespace is None:
+            return _error(
+                401, "unauthorized",
+                "missing or wrong API key: send the header 'Authorization: Bearer <key>'" if authorization
+                is None else "wrong API key, or not 'Authorization: Bearer <key>'",
+                "headers.authorization", {"WWW-Authenticate": 'Bearer realm="gradserve"'},
+            )
+        scope[NAMESPACE] = namespace
+        if service.draining and path != "/metrics":
+            return error_response(_draining())
+        return None
 
 
 # -- the app --------------------------------------------------------------------------------------

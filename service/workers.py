@@ -8,11 +8,14 @@ backend itself (it would take a GPU): a short-lived probe process counts the GPU
   compiled executable) unless that worker is more than :attr:`WorkerPool.affinity_slack` jobs
   busier than the least loaded one; otherwise to the least loaded worker, which then learns
   the network too (a hot network spreads over the workers as load requires).
-- **Transport**: a duplex pipe per worker; messages are pickled with protocol 5 and out-of-band
-  buffers (:mod:`service.worker_main`), so arrays cross as whole buffers. Replies are read on the
-  event loop as soon as the pipe is readable (``loop.add_reader``: no thread hand-off, which
-  under load would wait for the GIL); a small job is written straight from the loop when the
-  pipe has room and nothing is queued before it, a large one by the worker's writer thread.
+- **Transport**: a socket pair per worker; each message is one frame, pickled with protocol 5
+  and out-of-band buffers (:mod:`service.worker_main`), written with one ``writev`` and read in
+  chunks, so a small message costs one system call and one wake-up on each side. Buffers of
+  32 KiB or more go through two shared-memory arenas per worker (memfd) instead of the socket:
+  a job's inputs are copied into the jobs arena and freed when the worker has answered; a
+  result's arrays are views of the results arena, released when they are garbage. Everything
+  runs on the event loop (``add_reader``/``add_writer``: no thread hand-off, which under load
+  would wait for the GIL); what the socket cannot take at once is written when it can.
 - **Back-pressure**: at most ``settings.queue_size`` jobs queued or running per worker; beyond
   that :class:`QueueFullError` (503 with ``Retry-After``).
 - **Deadlines**: the caller stops waiting at ``job.deadline`` (:class:`DeadlineExceededError`);
@@ -38,7 +41,6 @@ import logging
 import math
 import multiprocessing
 import os
-import queue
 import signal
 import sys
 import threading
@@ -55,7 +57,17 @@ from .errors import (
 )
 from .jobs import GradJob, JobResult
 from .settings import Settings
-from .worker_main import PROBE_CODE, encode_msg, frames_size, recv_msg, write_frames
+from .worker_main import (
+    PROBE_CODE,
+    Arena,
+    ArenaFds,
+    FirstFit,
+    FrameReader,
+    RingReleaser,
+    decode_frame,
+    encode_msg,
+    write_parts,
+)
 from .worker_main import main as _worker_entry
 
 log = logging.getLogger("gradserve.workers")
@@ -88,57 +100,90 @@ class _Pending:
     job: GradJob
     network_doc: Callable[[], dict[str, Any]]
     submitted: float
+    region: int | None = None  # its inputs' region of the jobs arena, freed when the worker answers
+    part: asyncio.Future[Any] | None = None  # a split JSON result: the worker's share, still to come
 
 
 class _Proc:
-    """One incarnation of a worker slot: its process, pipe, I/O threads and the jobs it holds."""
+    """One incarnation of a worker slot: its process, socket, arenas and the jobs it holds."""
 
-    def __init__(self, slot: _Slot, process: Any, conn: Any) -> None:
+    def __init__(self, slot: _Slot, process: Any, conn: Any, loop: asyncio.AbstractEventLoop,
+                 arenas: tuple[Arena, Arena] | None) -> None:
         self.slot = slot
         self.process = process
         self.conn = conn
+        self.fd: int = conn.fileno()
+        self.loop = loop
         self.pid: int = process.pid
-        self.outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.write_lock = threading.Lock()
-        self.unwritten = 0  # messages handed to the writer thread and not yet written (under write_lock)
+        self.reader = FrameReader(self.fd)
+        self.outq: list[memoryview] = []  # what the socket has not taken yet (written when writable)
+        self.jobs: Arena | None = arenas[0] if arenas else None
+        self.jobs_alloc = FirstFit(arenas[0]) if arenas else None
+        self.releaser = RingReleaser(arenas[1]) if arenas else None
         self.pending: dict[int, _Pending] = {}
         self.networks: set[str] = set()
         self.info: dict[str, Any] = {}
         self.ready = False  # answered its handshake
         self.alive = True
         self.stopping = False
+        self.closed = False
         self.exitcode: int | None = None
         self.exited = asyncio.Event()
-
-    #: a message this small is written from the event loop when the pipe has room (PIPE_BUF)
-    INLINE_BYTES = 4096
 
     @property
     def running(self) -> int | None:
         """The job the worker computes now: it takes jobs in order, so the oldest one held."""
         return next(iter(self.pending), None)
 
-    def send(self, msg: Any) -> None:
-        """Write ``msg`` to the worker, from the loop if it is small and nothing is queued before
-        it, else through the writer thread (which may block on a full pipe)."""
-        if msg is None:
-            self.outbox.put(None)
+    def send(self, msg: Any) -> int | None:
+        """Write ``msg`` to the worker, on the loop and without blocking: what the socket does not
+        take now is written as soon as it can. Returns the start of the jobs-arena region that
+        the message's large buffers were copied to (None: none), to :meth:`free` when the worker
+        has answered."""
+        if self.closed:
+            return None
+        parts, region = encode_msg(msg, self.jobs_alloc.alloc if self.jobs_alloc is not None else None, self.jobs)
+        if self.outq:
+            self.outq.extend(memoryview(p) for p in parts)
+            return region
+        try:
+            rest = write_parts(self.fd, parts)
+        except OSError:
+            return region  # the worker is gone; the reader reports it
+        if rest:
+            self.outq = rest
+            self.loop.add_writer(self.fd, self._flush)
+        return region
+
+    def _flush(self) -> None:
+        try:
+            self.outq = write_parts(self.fd, self.outq)
+        except OSError:
+            self.outq = []
+        if not self.outq:
+            self.loop.remove_writer(self.fd)
+
+    def free(self, region: int | None) -> None:
+        if region is not None and self.jobs_alloc is not None and not self.closed:
+            self.jobs_alloc.free(region)
+
+    def result_region(self, start: int, length: int) -> Any:
+        if self.releaser is None:
+            raise ValueError("a reply refers to a results arena that this worker does not have")
+        return self.releaser.track(start, length)
+
+    def close(self) -> None:
+        """On the loop, once the process is gone: stop watching and close the socket."""
+        if self.closed:
             return
-        frames = encode_msg(msg)
-        if frames_size(frames) <= self.INLINE_BYTES and self.write_lock.acquire(blocking=False):
-            try:
-                if self.unwritten == 0 and _writable(self.conn):
-                    write_frames(self.conn, frames)
-                    return
-                self.unwritten += 1
-            except (OSError, ValueError):
-                return  # the worker is gone; the reader reports it
-            finally:
-                self.write_lock.release()
-        else:
-            with self.write_lock:
-                self.unwritten += 1
-        self.outbox.put((msg, frames))
+        self.closed = True
+        with contextlib.suppress(Exception):
+            self.loop.remove_writer(self.fd)
+        with contextlib.suppress(Exception):
+            self.loop.remove_reader(self.fd)
+        self.outq = []
+        with contextlib.suppress(OSError):
+            self.conn.close()
 
     @property
     def load(self) -> int:
@@ -174,13 +219,6 @@ def _environ(extra: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def _writable(conn: Any) -> bool:
-    """Whether the pipe takes at least PIPE_BUF bytes without blocking."""
-    import select  # noqa: PLC0415
-
-    return bool(select.select([], [conn], [], 0)[1])
 
 
 def _may_have_gpu() -> bool:
@@ -228,6 +266,9 @@ class WorkerPool:
     stop_timeout_s = 10.0
     #: how long the GPU probe may take
     probe_timeout_s = 120.0
+    #: the size of each of a worker's two shared-memory arenas (pages are used only when touched);
+    #: larger buffers, or any when the arena is full, go through the socket. 0: no arenas.
+    arena_bytes = 64 * 1024 * 1024
 
     def __init__(self, settings: Settings, *, on_event: EventHook | None = None) -> None:
         self.settings = settings
@@ -336,26 +377,47 @@ class WorkerPool:
             "compile_cache_dir": str(s.compile_cache_dir) if s.compile_cache_dir else None,
             "network_cache_size": s.network_cache_size,
         }
+        arenas, fds = self._arenas()
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
             target=_worker_entry,
-            args=(child_conn, slot.index, slot.env, config),
+            args=(child_conn, slot.index, slot.env, config, fds),
             name=f"gradserve-worker-{slot.index}",
             daemon=True,
         )
-        with _environ(slot.env):
-            process.start()
-        child_conn.close()  # so that the child's death reads as EOF here
+        try:
+            with _environ(slot.env):
+                process.start()
+        finally:
+            child_conn.close()  # so that the child's death reads as EOF here
+            if fds is not None:  # the child has its own copies; the mappings stay
+                os.close(fds.jobs_fd)
+                os.close(fds.results_fd)
         with _LIVE_LOCK:
             _LIVE.add(process)
-        proc = _Proc(slot, process, parent_conn)
+        proc = _Proc(slot, process, parent_conn, self._loop, arenas)  # type: ignore[arg-type]
         slot.proc = proc
         log.info("worker %d started (pid %d, %s)", slot.index, proc.pid, slot.device)
-        self._loop.add_reader(parent_conn.fileno(), self._readable, proc)  # type: ignore[union-attr]
-        # uvloop makes a watched fd non-blocking; a message's frames are read back to back and
-        # the writer thread relies on blocking writes, so put it back.
-        os.set_blocking(parent_conn.fileno(), True)
-        threading.Thread(target=self._write, args=(proc,), name=f"gradserve-worker-{slot.index}-tx", daemon=True).start()
+        os.set_blocking(proc.fd, False)  # the loop reads and writes it; nothing may block there
+        self._loop.add_reader(proc.fd, self._readable, proc)  # type: ignore[union-attr]
+
+    def _arenas(self) -> tuple[tuple[Arena, Arena] | None, ArenaFds | None]:
+        """A new worker's two shared-memory arenas, or none (no memfd here: everything goes
+        through the socket)."""
+        size = self.arena_bytes
+        if not size or not hasattr(os, "memfd_create"):
+            return None, None
+        made: list[tuple[Arena, int]] = []
+        try:
+            for _ in range(2):
+                made.append(Arena.create(size))
+        except OSError as exc:
+            for _, fd in made:
+                os.close(fd)
+            log.warning("no shared-memory arena (%s): large tensors go through the socket", exc)
+            return None, None
+        (jobs, jobs_fd), (results, results_fd) = made
+        return (jobs, results), ArenaFds(jobs_fd, size, results_fd, size)
 
     @property
     def ready(self) -> bool:
@@ -386,7 +448,8 @@ class WorkerPool:
         await self.drain(0.0)
 
     def _waited_on(self) -> bool:
-        return any(not p.future.done() for proc in self._live() for p in proc.pending.values())
+        return any(not p.future.done() or (p.part is not None and not p.part.done())
+                   for proc in self._live() for p in proc.pending.values())
 
     async def _stop(self) -> None:
         self._closing = True
@@ -436,34 +499,45 @@ class WorkerPool:
                 done = sum(1 for s in self._slots if s.ever_ready)
                 raise NotReadyError(f"the engine workers are starting ({done} of {len(self._slots) or '?'} ready)")
             raise NotReadyError("no engine worker is ready: they are restarting")
-        proc = self._pick(candidates, job.network_id)
-        if proc.load >= self.settings.queue_size:
+        proc, load = self._pick(candidates, job.network_id)
+        if load >= self.settings.queue_size:
             raise QueueFullError(
-                f"all {len(candidates)} engine worker(s) are busy: {proc.load} requests queued or running "
+                f"all {len(candidates)} engine worker(s) are busy: {load} requests queued or running "
                 f"on the least loaded one (queue_size {self.settings.queue_size}); retry later",
                 retry_after=float(max(1, min(30, math.ceil(proc.slot.service_s)))),
             )
         if job.network_id not in proc.networks:
             job = dataclasses.replace(job, network_doc=network_doc())
         job_id = next(self._ids)
-        future: asyncio.Future[JobResult] = self._loop.create_future()  # type: ignore[union-attr]
-        proc.pending[job_id] = _Pending(future, job, network_doc, now)
+        loop = self._loop
+        future: asyncio.Future[JobResult] = loop.create_future()  # type: ignore[union-attr]
+        pending = _Pending(future, job, network_doc, now)
+        proc.pending[job_id] = pending
         proc.networks.add(job.network_id)
-        proc.send(("job", job_id, job, now))
-        timeout = job.deadline - time.monotonic() if job.deadline else None
+        pending.region = proc.send(("job", job_id, job, now))
+        # One timer per job (no wait_for/shield task): at the deadline it fails the future.
+        timer = loop.call_later(job.deadline - time.monotonic(), self._expire, proc, job_id, future) \
+            if job.deadline else None  # type: ignore[union-attr]
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except TimeoutError:
-            if future.done() and not future.cancelled():
-                return future.result()
-            self._abandon(proc, job_id, future)
-            waited = "computing" if proc.running == job_id else "queued"
-            raise DeadlineExceededError(
-                f"the request's deadline (timeout_ms) passed while it was {waited} on worker {proc.slot.index}"
-            ) from None
+            return await future
         except asyncio.CancelledError:  # the client went away
             self._abandon(proc, job_id, future)
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _expire(self, proc: _Proc, job_id: int, future: asyncio.Future[JobResult]) -> None:
+        """The job's deadline passed: its caller gets a 504 now; the worker skips the job if it
+        has not started it (or finishes it, and the result is dropped)."""
+        if future.done():
+            return
+        waited = "computing" if proc.running == job_id else "queued"
+        future.set_exception(DeadlineExceededError(
+            f"the request's deadline (timeout_ms) passed while it was {waited} on worker {proc.slot.index}"
+        ))
+        if job_id in proc.pending and proc.alive:
+            proc.send(("cancel", job_id))
 
     def _abandon(self, proc: _Proc, job_id: int, future: asyncio.Future[JobResult]) -> None:
         """Nobody waits for this job any more: the worker skips it if it has not started it, or
@@ -472,14 +546,16 @@ class WorkerPool:
         if job_id in proc.pending and proc.alive:
             proc.send(("cancel", job_id))
 
-    def _pick(self, candidates: list[_Proc], network_id: str) -> _Proc:
-        least = min(candidates, key=lambda p: (p.load, p.slot.index))
-        warm = [p for p in candidates if network_id in p.networks]
+    def _pick(self, candidates: list[_Proc], network_id: str) -> tuple[_Proc, int]:
+        """The worker for a job, and its load (each worker's load is counted once)."""
+        loads = [(p.load, p.slot.index, p) for p in candidates]
+        least = min(loads, key=lambda t: t[:2])
+        warm = [t for t in loads if network_id in t[2].networks]
         if warm:
-            best = min(warm, key=lambda p: (p.load, p.slot.index))
-            if best.load < self.settings.queue_size and best.load <= least.load + self.affinity_slack:
-                return best
-        return least
+            best = min(warm, key=lambda t: t[:2])
+            if best[0] < self.settings.queue_size and best[0] <= least[0] + self.affinity_slack:
+                return best[2], best[0]
+        return least[2], least[0]
 
     def _live(self) -> list[_Proc]:
         return [s.proc for s in self._slots if s.proc is not None and s.proc.alive]
@@ -521,22 +597,32 @@ class WorkerPool:
             loop.call_soon_threadsafe(fn, *args)
 
     def _readable(self, proc: _Proc) -> None:
-        """On the loop: one reply is waiting in the pipe (its frames follow back to back)."""
+        """On the loop: the worker's socket is readable (one read takes all that is there)."""
+        reader = proc.reader
         try:
-            msg = recv_msg(proc.conn)
+            reader.feed()
+        except (BlockingIOError, InterruptedError):
+            return
         except (EOFError, OSError):
-            self._loop.remove_reader(proc.conn.fileno())  # type: ignore[union-attr]
+            self._loop.remove_reader(proc.fd)  # type: ignore[union-attr]
             threading.Thread(target=self._reap, args=(proc,), name=f"gradserve-worker-{proc.slot.index}-reap",
                              daemon=True).start()
             return
-        except BaseException:
-            log.exception("worker %d sent an unreadable message: killing it", proc.slot.index)
-            proc.process.kill()
-            return
-        self._on_message(proc, msg)
+        while reader.ready:
+            frame = reader.ready.popleft()
+            try:
+                msg = decode_frame(frame, proc.result_region)
+            except BaseException:
+                log.exception("worker %d sent an unreadable message: killing it", proc.slot.index)
+                proc.process.kill()
+                return
+            try:
+                self._on_message(proc, msg)
+            except Exception:  # a bug: the messages after it must not wait for more data
+                log.exception("worker %d: handling its %r message failed", proc.slot.index, msg[0])
 
     def _reap(self, proc: _Proc) -> None:
-        """Off the loop: wait for a worker whose pipe closed to exit, then report it."""
+        """Off the loop: wait for a worker whose socket closed to exit, then report it."""
         process = proc.process
         process.join(5.0)
         if process.exitcode is None:
@@ -545,26 +631,7 @@ class WorkerPool:
             process.join(5.0)
         with _LIVE_LOCK:
             _LIVE.discard(process)
-        proc.outbox.put(None)  # stops the writer, which closes the pipe
         self._post(self._on_exit, proc, process.exitcode)
-
-    def _write(self, proc: _Proc) -> None:
-        broken = False
-        while True:
-            item = proc.outbox.get()
-            if item is None:
-                break
-            msg, frames = item
-            with proc.write_lock:
-                try:
-                    if not broken:
-                        write_frames(proc.conn, frames)
-                except (OSError, ValueError, EOFError):
-                    broken = True  # the worker is gone; the reader reports it
-                finally:
-                    proc.unwritten -= 1
-        with contextlib.suppress(OSError):
-            proc.conn.close()
 
     # -- on the event loop -----------------------------------------------------------------
 
@@ -601,6 +668,10 @@ class WorkerPool:
                 f"the request's deadline (timeout_ms) passed while it was queued on worker {slot.index}"
             )
             self._finish(proc, msg[1], None, error)
+        elif kind == "json_part":
+            pending = proc.pending.pop(msg[1], None)
+            if pending is not None and pending.part is not None and not pending.part.done():
+                pending.part.set_result(msg[2])
         elif kind == "unknown_network":
             self._resend(proc, msg[1])
         elif kind == "hello":
@@ -621,9 +692,17 @@ class WorkerPool:
             log.error("%s", msg[1])
 
     def _finish(self, proc: _Proc, job_id: int, result: JobResult | None, error: BaseException | None) -> None:
-        pending = proc.pending.pop(job_id, None)
-        if pending is None:
-            return
+        if result is not None and result.json_split is not None and job_id in proc.pending:
+            # The worker writes part of the JSON text next: it stays busy with (and holds) the job
+            # until that comes ("json_part").
+            pending = proc.pending[job_id]
+            pending.part = result.json_part = self._loop.create_future()  # type: ignore[union-attr]
+        else:
+            pending = proc.pending.pop(job_id, None)  # type: ignore[assignment]
+            if pending is None:
+                return
+        proc.free(pending.region)
+        pending.region = None
         if result is not None:  # the worker's own time for it, for Retry-After
             took = (result.timing_ms.get("compile", 0.0) + result.timing_ms.get("compute", 0.0)) / 1e3
             proc.slot.service_s = 0.8 * proc.slot.service_s + 0.2 * took
@@ -639,6 +718,8 @@ class WorkerPool:
         pending = proc.pending.get(job_id)
         if pending is None:
             return
+        proc.free(pending.region)  # the worker is done with that message
+        pending.region = None
         if pending.future.done():
             proc.pending.pop(job_id, None)
             return
@@ -650,16 +731,20 @@ class WorkerPool:
             return
         pending.job = dataclasses.replace(pending.job, network_doc=doc)
         proc.networks.add(pending.job.network_id)
-        proc.send(("job", job_id, pending.job, pending.submitted))
+        pending.region = proc.send(("job", job_id, pending.job, pending.submitted))
 
     def _on_exit(self, proc: _Proc, exitcode: int | None) -> None:
         slot = proc.slot
         proc.alive = False
         proc.ready = False
         proc.exitcode = exitcode
+        proc.close()
         proc.exited.set()
         lost = list(proc.pending.items())
         proc.pending.clear()
+        for _, pending in lost:  # a split JSON result's other half: the server writes it all
+            if pending.part is not None and not pending.part.done():
+                pending.part.set_result(None)
         if self._closing or proc.stopping:
             for _, pending in lost:
                 if not pending.future.done():
