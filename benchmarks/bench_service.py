@@ -68,7 +68,9 @@ def wrk(url: str, body: bytes, connections: int, duration: int, headers: dict[st
         lines = ['wrk.method = "POST"', f'local f = io.open("{body_path}", "rb")', "wrk.body = f:read(\"*a\")", "f:close()"]
         lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
         script.write_text("\n".join(lines) + "\n")
-        threads = min(connections, 2)
+        # One wrk thread for every run, echo and gradserve alike: on a 2-core machine a second
+        # load-generator thread takes CPU from the server under test.
+        threads = 1
         out = subprocess.run(
             ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
             capture_output=True, text=True, check=True,
