@@ -18,7 +18,9 @@ from engine.dtypes import DTYPES, OIP_DTYPES
 DType = Literal[tuple(DTYPES)]  # type: ignore[valid-type]
 OIPDType = Literal[tuple(OIP_DTYPES)]  # type: ignore[valid-type]
 
-_TUTORIAL_NETWORK: dict[str, Any] = {
+#: MindSpore's autodiff tutorial (r1.5): out = MatMul(x * z, y), the seed of the project; the
+#: schema's examples and the load-test scenario both use it.
+TUTORIAL_NETWORK: dict[str, Any] = {
     "format": "gradnet/1",
     "name": "tutorial-net",
     "inputs": [{"name": "x"}, {"name": "y"}],
@@ -90,7 +92,7 @@ class Node(BaseModel):
 class Network(BaseModel):
     """A ``gradnet/1`` network: data, never code."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [_TUTORIAL_NETWORK]})
+    model_config = ConfigDict(json_schema_extra={"examples": [TUTORIAL_NETWORK]})
 
     format: Literal["gradnet/1"]
     name: str = ""
@@ -106,10 +108,10 @@ class GradRequest(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
-                {"network": _TUTORIAL_NETWORK, "inputs": [_X, _Y]},
+                {"network": TUTORIAL_NETWORK, "inputs": [_X, _Y]},
                 {"network_id": _NETWORK_ID, "inputs": {"x": _X, "y": _Y}, "get_all": True, "get_by_list": True,
                  "output_encoding": "b64"},
-                {"network": _TUTORIAL_NETWORK, "inputs": [_X, _Y], "sens_param": True,
+                {"network": TUTORIAL_NETWORK, "inputs": [_X, _Y], "sens_param": True,
                  "sens": {"dtype": "float32", "shape": [2, 3], "data": [0.1, 0.6, 0.2, 0.8, 1.3, 1.1]}},
             ]
         }

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from service.models import TUTORIAL_NETWORK
+
 ENCODINGS = ("json", "b64", "binary")
 BUILTIN_SCENARIOS = ("tutorial", "mlp")
 BINARY_HEADER = "Inference-Header-Content-Length"
@@ -153,20 +155,6 @@ def _flatten(data: Any) -> list[Any]:
 # Scenario builders
 # --------------------------------------------------------------------------------------------
 
-# MindSpore's autodiff tutorial (r1.5): out = MatMul(x * z, y); the seed of the whole project.
-TUTORIAL_NETWORK: dict[str, Any] = {
-    "format": "gradnet/1",
-    "name": "tutorial-net",
-    "inputs": [{"name": "x"}, {"name": "y"}],
-    "parameters": [
-        {"name": "z", "value": {"dtype": "float32", "shape": [1], "data": [1.0]}, "requires_grad": True}
-    ],
-    "nodes": [
-        {"name": "xz", "op": "Mul", "inputs": ["x", "z"]},
-        {"name": "out", "op": "MatMul", "inputs": ["xz", "y"]},
-    ],
-    "outputs": ["out"],
-}
 TUTORIAL_X = [[0.8, 0.6, 0.2], [1.8, 1.3, 1.1]]
 TUTORIAL_Y = [[0.11, 3.3, 1.1], [1.1, 0.2, 1.4], [1.1, 2.2, 0.3]]
 
