@@ -225,6 +225,36 @@ def test_a_split_json_result_comes_in_two_messages(pool: tuple[Any, WorkerPool])
     assert p._slots[0].proc.pending == {}
 
 
+def test_a_worker_that_dies_while_writing_its_share_leaves_the_text_to_the_server() -> None:
+    loop = asyncio.new_event_loop()
+    p = WorkerPool(Settings(workers=1, device="cpu"))
+    net, xs = _mlp()
+
+    async def run() -> tuple[Any, Any]:
+        await p.start()
+        while not p.ready:
+            await asyncio.sleep(0.01)
+        job = GradJob(network_id=net.id, inputs=xs, get_by_list=True, deadline=time.monotonic() + 60,
+                      json_split=True)
+        result = await p.submit(job, lambda: net.to_json("b64"))
+        p._slots[0].proc.process.kill()  # it is writing its share now (milliseconds of orjson)
+        return result, await asyncio.wait_for(result.json_part, 30)
+
+    try:
+        result, theirs = loop.run_until_complete(run())
+        assert result.json_split is not None
+        assert theirs is None or isinstance(theirs, list)  # None: the server writes it all (app.py)
+        loop.run_until_complete(asyncio.wait_for(_until(lambda: p.ready), 90))  # respawned
+    finally:
+        loop.run_until_complete(p.drain(5.0))
+        loop.close()
+
+
+async def _until(predicate: Any) -> None:
+    while not predicate():
+        await asyncio.sleep(0.02)
+
+
 # -- over HTTP --------------------------------------------------------------------------------
 
 
