@@ -37,14 +37,8 @@ _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 # -- reading ------------------------------------------------------------------------------------
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refused with 413 as soon as it is known to be over ``limit`` bytes.
-
-    ``Content-Length`` is checked before anything is read; a chunked (or lying) body is counted
-    as it arrives and refused at the first chunk past the limit, so nothing over the limit is
-    ever buffered.
-    """
-    declared = request.headers.get("content-length")
+def _check_declared(declared: str | None, limit: int) -> None:
+    """Refuse a body whose Content-Length is over ``limit`` before reading any of it."""
     if declared is not None:
         try:
             size = int(declared)
@@ -52,6 +46,16 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise BadRequestError(f"Content-Length {declared!r} is not a number", "body") from None
         if size > limit:
             raise _too_large(size, limit)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it is known to be over ``limit`` bytes.
+
+    ``Content-Length`` is checked before anything is read; a chunked (or lying) body is counted
+    as it arrives and refused at the first chunk past the limit, so nothing over the limit is
+    ever buffered.
+    """
+    _check_declared(request.headers.get("content-length"), limit)
     chunks: list[bytes] = []
     received = 0
     try:
@@ -68,13 +72,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 async def receive_body(receive: Receive, declared: str | None, limit: int) -> bytes:
     """:func:`read_body` straight from ASGI ``receive`` (``declared``: the Content-Length header)."""
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise BadRequestError(f"Content-Length {declared!r} is not a number", "body") from None
-        if size > limit:
-            raise _too_large(size, limit)
+    _check_declared(declared, limit)
     chunks: list[bytes] = []
     received = 0
     while True:
