@@ -139,7 +139,14 @@ class Engine:
         if not overrides:
             return params
         params = dict(params)
-        for name, value in overrides.items():
+        params.update(self._check_parameters(net, overrides))
+        return params
+
+    @staticmethod
+    def _check_parameters(net: Network, overrides: Mapping[str, Array] | None) -> dict[str, Array]:
+        """Per-call parameter values as arrays, each checked against the stored parameter."""
+        checked: dict[str, Array] = {}
+        for name, value in (overrides or {}).items():
             stored = net.parameter(name)
             if stored is None:
                 raise ArgumentError(
@@ -153,8 +160,8 @@ class Engine:
                     f"got {dtype_name(value.dtype)}{list(value.shape)}",
                     f"parameters.{name}",
                 )
-            params[name] = value
-        return params
+            checked[name] = value
+        return checked
 
     def output_avals(self, net: Network, inputs: Sequence[Array]) -> tuple[Any, ...]:
         """Shapes and dtypes of the outputs for these inputs (abstract evaluation, cached)."""

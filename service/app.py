@@ -41,7 +41,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import engine
-from engine.dtypes import dtype_name
+from engine.engine import _signature
 
 from . import codec, models
 from .auth import Authenticator
@@ -129,28 +129,6 @@ class Validator(engine.Engine):
                 self._valid[known] = None
                 while len(self._valid) > self._seen_size:
                     del self._valid[next(iter(self._valid))]
-
-    @staticmethod
-    def _check_parameters(net: engine.Network, overrides: Mapping[str, np.ndarray] | None) -> None:
-        # As Engine._device_params checks them (that method also places them on a device).
-        for name, value in (overrides or {}).items():
-            stored = net.parameter(name)
-            if stored is None:
-                raise engine.ArgumentError(
-                    f"'{name}' is not a parameter of this network; its parameters are "
-                    f"{[p.name for p in net.parameters]}",
-                    f"parameters.{name}",
-                )
-            if value.shape != stored.value.shape or value.dtype != stored.value.dtype:
-                raise engine.ShapeError(
-                    f"parameter '{name}' is {dtype_name(stored.value.dtype)}{list(stored.value.shape)}, "
-                    f"got {dtype_name(value.dtype)}{list(value.shape)}",
-                    f"parameters.{name}",
-                )
-
-
-def _signature(xs: list[np.ndarray]) -> tuple[tuple[tuple[int, ...], str], ...]:
-    return tuple((x.shape, x.dtype.str) for x in xs)
 
 
 # -- the service state ----------------------------------------------------------------------------
