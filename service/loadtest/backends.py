@@ -105,26 +105,18 @@ def run_locust(url: str, prepared: PreparedRequest, concurrency: int, duration: 
     limit = duration + stop_timeout + 120.0  # start-up (imports) and shutdown included
     with open(log, "wb") as logf:
         proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=str(workdir))
-        t0 = time.monotonic()
-        try:
-            while proc.poll() is None:
-                if time.monotonic() - t0 > limit:
-                    proc.kill()
-                    proc.wait()
-                    raise BackendError(f"locust did not finish within {limit:.0f} s:\n{_tail(log)}")
-                if progress is not None:
-                    try:
-                        p = json.loads(progress_file.read_text())
-                        started = p.get("t_start") or p.get("now")
-                        progress(max(0.0, p["now"] - started), int(p["requests"]), int(p["errors"]))
-                    except (OSError, ValueError, KeyError, TypeError):
-                        pass
-                time.sleep(0.2)
-        except BaseException:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            raise
+
+        def tick(_elapsed: float) -> None:
+            if progress is None:
+                return
+            try:
+                p = json.loads(progress_file.read_text())
+                started = p.get("t_start") or p.get("now")
+                progress(max(0.0, p["now"] - started), int(p["requests"]), int(p["errors"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+
+        _supervise(proc, limit, tick, lambda: f"locust did not finish within {limit:.0f} s:\n{_tail(log)}")
     if not samples_file.exists():
         raise BackendError(f"locust exited with {proc.returncode} and wrote no samples:\n{_tail(log)}")
     data = json.loads(samples_file.read_text())
@@ -138,6 +130,28 @@ def run_locust(url: str, prepared: PreparedRequest, concurrency: int, duration: 
         backend="locust",
         log_tail=_tail(log, 2000),
     )
+
+
+def _supervise(proc: subprocess.Popen, limit_s: float, tick: Callable[[float], None],
+               failure: Callable[[], str]) -> float:
+    """Wait for a load generator, calling ``tick(elapsed)`` every 0.2 s; kill it past ``limit_s``
+    (BackendError with ``failure()``) or when anything interrupts the wait. The seconds it ran."""
+    t0 = time.monotonic()
+    try:
+        while proc.poll() is None:
+            elapsed = time.monotonic() - t0
+            if elapsed > limit_s:
+                proc.kill()
+                proc.wait()
+                raise BackendError(failure())
+            tick(elapsed)
+            time.sleep(0.2)
+    except BaseException:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        raise
+    return time.monotonic() - t0
 
 
 def run_hey(url: str, prepared: PreparedRequest, concurrency: int, duration: int,
@@ -162,23 +176,12 @@ def run_hey(url: str, prepared: PreparedRequest, concurrency: int, duration: int
     err_file = workdir / "hey.err"
     with open(out_file, "wb") as out, open(err_file, "wb") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err)
-        t0 = time.monotonic()
-        try:
-            while proc.poll() is None:
-                el = time.monotonic() - t0
-                if el > duration + timeout_s + 60:
-                    proc.kill()
-                    proc.wait()
-                    raise BackendError(f"hey did not finish:\n{_tail(err_file)}")
-                if progress is not None:
-                    progress(min(el, float(duration)), -1, -1)  # hey reports nothing until the end
-                time.sleep(0.2)
-        except BaseException:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            raise
-    wall = time.monotonic() - t0
+
+        def tick(elapsed: float) -> None:
+            if progress is not None:
+                progress(min(elapsed, float(duration)), -1, -1)  # hey reports nothing until the end
+
+        wall = _supervise(proc, duration + timeout_s + 60, tick, lambda: f"hey did not finish:\n{_tail(err_file)}")
     if proc.returncode != 0:
         raise BackendError(f"hey exited with {proc.returncode}:\n{_tail(err_file)}")
     lat, status, end = parse_hey_csv(out_file.read_text())
