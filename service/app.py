@@ -687,11 +687,23 @@ def _request_body(model: str, description: str) -> dict[str, Any]:
     }
 
 
+class GradserveApp(FastAPI):
+    """FastAPI with :class:`_Guard` in front of its whole middleware stack: ``POST /grad`` is
+    answered there (straight from the ASGI scope, with the server's own ``send``) without
+    passing through Starlette's error middleware, FastAPI's telemetry and body-limit layers and
+    their ``send`` wrappers; every other request goes on to FastAPI as usual."""
+
+    guard: _Guard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.guard(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The gradserve app. Nothing starts until its lifespan runs (under a server)."""
     settings = settings or Settings()
     service = Service(settings)
-    app = FastAPI(
+    app = GradserveApp(
         title="gradserve",
         version=VERSION,
         description=(
@@ -782,7 +794,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(Exception, _on_bug)
-    app.add_middleware(_Guard, service=service)
+    app.guard = _Guard(functools.partial(FastAPI.__call__, app), service)
     service.routes = list(app.router.routes)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
