@@ -11,7 +11,15 @@ Each case is a dict shaped like ``/work/shared/fixtures/tutorial.json``'s cases:
                  "get_all": bool, "get_by_list": bool, "sens_param": bool,   (only when set)
                  "weights": [names], "sens": <tensor> | [<tensor>, ...],     (optional)
                  "parameters": {name: <tensor>}},                            (optional)
-     "note": str}                                                            (optional)
+     "note": str,                                                            (optional)
+     "api_md_zero_inputs": [i], "api_md_broadcast_inputs": [i]}              (optional, see below)
+
+Where API.md overrides MindSpore the oracle records API.md's answer (``"expected_source"``):
+integer and bool inputs always get zeros of their own dtype; ``api_md_zero_inputs`` lists float
+inputs that get zeros too (their only path to the outputs is an integer Cast), and
+``api_md_broadcast_inputs`` those whose MindSpore gradient has another shape than the input and
+is broadcast to it (SparseSoftmaxCrossEntropyWithLogits with is_grad=True: MindSpore's bprop
+returns the output's first row).
 
 Tensors are ``{"dtype", "shape", "data"}`` with flat row-major data; floats are written as
 ``float(x)`` of the numpy value, so they round-trip exactly (float16/float32 values are exact
@@ -702,6 +710,35 @@ def group_nn() -> list[dict]:
                                        is_grad=False)],
                            "out", [("logits", uni(r, (4, 3))), ("labels", np.array([2, 2, 0, 1], np.int32))],
                            sens_param=True, sens=np.array(1.7, np.float32)))
+    name = "SparseSoftmaxCrossEntropyWithLogits-is_grad-false-matmul"
+    r = rng_for(name)
+    cases.append(make_case(name, [node("logits", "MatMul", ["x", "w"]),
+                                  node("out", "SparseSoftmaxCrossEntropyWithLogits", ["logits", "labels"],
+                                       is_grad=False)],
+                           "out", [("x", uni(r, (3, 2))), ("labels", np.array([0, 3, 1], np.int64))],
+                           [("w", uni(r, (2, 4)))], get_all=True, get_by_list=True))
+    # is_grad=True: the op's output is d(mean loss)/d(logits), and MindSpore's bprop returns
+    # `out[0]` (the first row of that output, shape [C]) whatever the sensitivity.
+    name = "SparseSoftmaxCrossEntropyWithLogits-is_grad"
+    r = rng_for(name)
+    cases.append(make_case(name, [node("out", "SparseSoftmaxCrossEntropyWithLogits", ["logits", "labels"],
+                                       is_grad=True)],
+                           "out", [("logits", uni(r, (3, 4))), ("labels", np.array([2, 0, 3], np.int32))],
+                           get_all=True, sens_param=True, sens=uni(r, (3, 4)),
+                           note="is_grad=True: the output is the gradient (softmax - onehot) / N. MindSpore's bprop "
+                                "returns out[0], the output's first row (shape [C]), ignoring sens; API.md: a "
+                                "gradient has its input's shape, so that row is broadcast to the logits' [N, C] "
+                                "(what MindSpore itself does when the logits come from another op)"))
+    cases[-1]["api_md_broadcast_inputs"] = [0]
+    name = "SparseSoftmaxCrossEntropyWithLogits-is_grad-parameter"
+    r = rng_for(name)
+    cases.append(make_case(name, [node("logits", "Mul", ["x", "w"]),
+                                  node("out", "SparseSoftmaxCrossEntropyWithLogits", ["logits", "labels"],
+                                       is_grad=True)],
+                           "out", [("x", uni(r, (3, 4))), ("labels", np.array([1, 1, 3], np.int32))],
+                           [("w", uni(r, (3, 4)))], get_all=True, get_by_list=True,
+                           note="is_grad=True behind Mul: MindSpore's bprop row out[0] reaches Mul's bprop, which "
+                                "broadcasts it, so every row of the logits gets the output's first row"))
     name = "L2Loss"
     r = rng_for(name)
     cases.append(make_case(name, [node("out", "L2Loss", ["x"])], "out", [("x", uni(r, (2, 3)))]))

@@ -21,8 +21,10 @@ What it does
 5. Writes one JSON file per group to ``tests/golden/mindspore/`` and ``UNSUPPORTED.md``.
 
 Where API.md and MindSpore disagree, API.md wins: integer/bool inputs get zeros of their own dtype
-(MindSpore pushes the float cotangent through Cast and truncates it).  Such cases carry
-``"expected_source": "API.md"`` and MindSpore's own answer under ``"mindspore_gradients"``.
+(MindSpore pushes the float cotangent through Cast and truncates it), and a gradient has its input's
+shape (SparseSoftmaxCrossEntropyWithLogits with is_grad=True: MindSpore's bprop returns ``out[0]``,
+one row, for the [N, C] logits; a case's ``api_md_broadcast_inputs`` broadcasts it to [N, C]).  Such
+cases carry ``"expected_source": "API.md"`` and MindSpore's own answer under ``"mindspore_gradients"``.
 
 Primitive signatures in MindSpore 2.10.0 (checked by ``check_signatures``)
 -------------------------------------------------------------------------
@@ -460,20 +462,33 @@ def check_structure(tree, req, inputs_np, weight_names) -> list[str]:
     return problems
 
 
-def apply_api_overrides(tree, req, inputs_np, zero_inputs=()):
+OVERRIDE_NOTES = {
+    "zeros": "API.md section 3: integer and bool inputs get zeros of their own dtype, and no truncated values "
+             "are pushed through casts",
+    "broadcast": "API.md section 3: a gradient has its input's dtype and shape, so MindSpore's gradient (of "
+                 "another shape) is broadcast to the input's shape",
+}
+
+
+def apply_api_overrides(tree, req, inputs_np, zero_inputs=(), broadcast_inputs=()):
     """API.md: integer and bool inputs get zeros of their own dtype, and so does an input whose
-    only path to the outputs is through an integer Cast (``zero_inputs``). Returns (tree, changed)."""
+    only path to the outputs is through an integer Cast (``zero_inputs``); a gradient has its
+    input's shape (``broadcast_inputs``: MindSpore's gradient is broadcast to it).
+    Returns (tree, the set of overrides applied: "zeros", "broadcast")."""
     ga, gbl = bool(req.get("get_all")), bool(req.get("get_by_list"))
-    changed = False
+    changed: set[str] = set()
     zero_ids = {id(inputs_np[i]) for i in zero_inputs}
+    broadcast_ids = {id(inputs_np[i]) for i in broadcast_inputs}
 
     def fix(g, x):
-        nonlocal changed
         if x.dtype.kind in "iub" or id(x) in zero_ids:
             z = np.zeros(x.shape, x.dtype)
             if not (isinstance(g, np.ndarray) and g.dtype == z.dtype and g.shape == z.shape and not g.any()):
-                changed = True
+                changed.add("zeros")
             return z
+        if id(x) in broadcast_ids and isinstance(g, np.ndarray) and g.shape != x.shape:
+            changed.add("broadcast")
+            return np.ascontiguousarray(np.broadcast_to(g, x.shape))
         return g
 
     if not ga and not gbl:
@@ -668,6 +683,12 @@ FD_EXPECTED = {
     "frozen-net-weights-frozen-sens": ("weight w_frozen", "requires_grad=false: zeros (API.md)"),
     "StopGradient-parameter": ("*", "StopGradient blocks part of the derivative by design"),
     "StopGradient-whole-output": ("*", "StopGradient blocks the derivative by design"),
+    "SparseSoftmaxCrossEntropyWithLogits-is_grad": (
+        "input 0", "MindSpore convention: with is_grad=True the bprop returns out[0], the output's first row, "
+                   "not a derivative, and ignores sens"),
+    "SparseSoftmaxCrossEntropyWithLogits-is_grad-parameter": (
+        "input 0|weight w", "MindSpore convention: with is_grad=True the bprop returns out[0], the output's "
+                            "first row, not a derivative"),
 }
 
 
@@ -742,7 +763,7 @@ def main(argv=None) -> int:
     fd_findings: list[tuple[str, list[str]]] = []
     wrong: list[tuple[str, str, list[str]]] = []
     loose: list[tuple[str, float]] = []
-    api_overrides: list[str] = []
+    api_overrides: list[tuple[str, set[str]]] = []
     total = 0
     for group, cases in groups.items():
         out_cases = []
@@ -754,11 +775,12 @@ def main(argv=None) -> int:
                 unsupported.append((group, case["name"], _short_error(e)))
                 print(f"  UNSUPPORTED {case['name']}: {_short_error(e).splitlines()[0]}")
                 continue
-            probs = check_structure(tree, req, inputs_np, wnames)
+            expected, changed = apply_api_overrides(tree, req, inputs_np, case.get("api_md_zero_inputs", ()),
+                                                    case.get("api_md_broadcast_inputs", ()))
+            probs = check_structure(expected, req, inputs_np, wnames)
             if probs:
                 unsupported.append((group, case["name"], "structure/dtype differs from API.md: " + "; ".join(probs)))
                 print(f"  STRUCTURE {case['name']}: {probs}")
-            expected, changed = apply_api_overrides(tree, req, inputs_np, case.get("api_md_zero_inputs", ()))
             rec = {"name": case["name"], "request": req}
             if case.get("note"):
                 rec["note"] = case["note"]
@@ -776,10 +798,9 @@ def main(argv=None) -> int:
             if changed:
                 rec["expected_source"] = "API.md"
                 rec["mindspore_gradients"] = _encode_tree(tree)
-                rec["expected_source_note"] = ("API.md section 3: integer and bool inputs get zeros of their own "
-                                               "dtype, and no truncated values are pushed through casts; "
-                                               "mindspore_gradients is what MindSpore itself returned")
-                api_overrides.append(case["name"])
+                rec["expected_source_note"] = "; ".join(OVERRIDE_NOTES[c] for c in sorted(changed)) + (
+                    "; mindspore_gradients is what MindSpore itself returned")
+                api_overrides.append((case["name"], changed))
             if not args.no_fd and group != "semantics":
                 f = fd_check(req, tree, inputs_np, wnames, net)
                 expected_f, unexpected_f = split_fd(case["name"], f)
@@ -834,8 +855,15 @@ def write_unsupported(out, unsupported, wrong, fd_findings, api_overrides, loose
     for title, text in KNOWN_NOT_GENERATED:
         lines += [f"- **{title}**: {text}"]
     lines += ["", "## Cases where API.md wins over MindSpore (`\"expected_source\": \"API.md\"`)", ""]
-    lines += [f"- `{n}`: MindSpore returned a non-zero gradient for an integer input (kept as "
-              f"`mindspore_gradients`); API.md says zeros of the input's dtype." for n in api_overrides] or ["None."]
+    override_lines = {
+        "zeros": "MindSpore returned a non-zero gradient for an integer input (kept as `mindspore_gradients`); "
+                 "API.md says zeros of the input's dtype.",
+        "broadcast": "MindSpore returned a gradient of another shape than its input (kept as "
+                     "`mindspore_gradients`); API.md says a gradient has its input's shape, so it is broadcast "
+                     "to that shape.",
+    }
+    lines += [f"- `{n}`: " + " ".join(override_lines[c] for c in sorted(changed))
+              for n, changed in api_overrides] or ["None."]
     lines += ["", "## Kept, although not the finite-difference derivative", "",
               "Expected disagreements (`FD_EXPECTED` in the oracle): MindSpore conventions the service keeps, "
               "or a finite difference that means nothing there. The golden files keep MindSpore's value. "

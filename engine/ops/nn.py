@@ -40,16 +40,51 @@ def softmax_cross_entropy_with_logits(logits, labels):
     return loss, backprop
 
 
+def _sparse_ce_dlogits(logits, labels):
+    """d(mean loss)/d(logits): (softmax(logits) - onehot(labels)) / batch."""
+    onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+    return (jax.nn.softmax(logits, axis=-1) - onehot) / logits.shape[0]
+
+
+# With is_grad=True the primitive's output is d(loss)/d(logits), and MindSpore's bprop for it
+# (mindspore/ops/_grad_experimental/grad_nn_ops.py, 2.10) is
+#     grad = out[0]; return grad, zeros_like(labels)
+# `out[0]` indexes a tensor, not a tuple: it is the FIRST ROW of the op's output, shape [C], and
+# the sensitivity is ignored. MindSpore hands that [C] to whatever produced the logits, which
+# broadcasts it, so every row of the logits gets row 0 of the output (as a direct input it
+# returns the [C] row itself). The engine gives that row broadcast to the logits' shape (API.md:
+# a gradient has its input's shape), whatever the cotangent; labels get none.
+@jax.custom_vjp
+def _sparse_ce_is_grad(logits, labels):
+    return _sparse_ce_dlogits(logits, labels)
+
+
+def _sparse_ce_is_grad_fwd(logits, labels):
+    out = _sparse_ce_dlogits(logits, labels)
+    return out, out
+
+
+def _sparse_ce_is_grad_bwd(out, g):
+    first = out[0] if out.shape[0] else jnp.zeros(out.shape[1:], out.dtype)
+    return jnp.broadcast_to(first, out.shape).astype(g.dtype), None
+
+
+_sparse_ce_is_grad.defvjp(_sparse_ce_is_grad_fwd, _sparse_ce_is_grad_bwd)
+
+
 @op(
     "SparseSoftmaxCrossEntropyWithLogits",
     inputs=("logits", "labels"),
-    attrs=(Attr("is_grad", "bool", False, doc="true returns the gradient instead of the loss"),),
+    attrs=(Attr("is_grad", "bool", False, doc="true returns the gradient of the mean loss w.r.t. logits "
+                                               "instead of the loss; its own gradient is then MindSpore's "
+                                               "(the output's first row, for every row; sens ignored)"),),
 )
 def sparse_softmax_cross_entropy_with_logits(logits, labels, *, is_grad):
-    """Mean cross-entropy of logits against integer class labels."""
-    onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+    """Mean cross-entropy of logits [N, C] against integer class labels [N] (is_grad=false), or
+    its gradient w.r.t. logits (is_grad=true)."""
     if is_grad:
-        return lax.stop_gradient((jax.nn.softmax(logits, axis=-1) - onehot) / logits.shape[0])
+        return _sparse_ce_is_grad(logits, labels)
+    onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
     return -jnp.mean(jnp.sum(onehot * jax.nn.log_softmax(logits, axis=-1), axis=-1))
 
 

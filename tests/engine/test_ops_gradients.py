@@ -482,3 +482,28 @@ def test_batch_norm_statistics_get_zero_gradients(eng):
     grads = _grads(eng, "BatchNorm", [x, ones, ones, ones * 0.5, ones * 2])
     assert not np.any(grads[3]) and not np.any(grads[4])
     np.testing.assert_allclose(grads[0], np.ones_like(x) / np.sqrt(2 + 1e-5))  # dout[1:] ignored
+
+
+def test_sparse_softmax_ce_is_grad_backward_is_mindspores_first_row(eng):
+    """With is_grad=True the op's output is d(mean loss)/d(logits); MindSpore 2.10's bprop returns
+    ``out[0]`` (the output's first row) whatever the sensitivity, and labels get zeros. MindSpore
+    returns that [C] row for a direct [N, C] input; the engine broadcasts it (API.md: a gradient
+    has its input's shape), as MindSpore itself does when another op produced the logits."""
+    logits = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]], np.float32)
+    labels = np.array([0, 2], np.int32)
+    net = network("SparseSoftmaxCrossEntropyWithLogits", 2, {"is_grad": True})
+    # MindSpore 2.10 (CPU, PyNative), forward and GradOperation(get_all=True):
+    out = np.array([[-0.45498472, 0.1223641, 0.33262065], [0.08764517, 0.01955627, -0.10720143]], np.float32)
+    r = eng.grad(net, [logits, labels], get_all=True, return_value=True)
+    np.testing.assert_allclose(r.value[0], out, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(r.gradients[0], np.broadcast_to(out[0], out.shape), rtol=1e-5, atol=1e-6)
+    assert r.gradients[1].dtype == np.int32 and not r.gradients[1].any()
+    # the sensitivity is ignored
+    sens = np.arange(6, dtype=np.float32).reshape(2, 3)
+    g = eng.grad(net, [logits, labels], sens_param=True, sens=sens).gradients
+    np.testing.assert_allclose(g, np.broadcast_to(out[0], out.shape), rtol=1e-5, atol=1e-6)
+    # float16 keeps its dtype; an empty batch gets an empty gradient
+    g16 = eng.grad(net, [logits.astype(np.float16), labels]).gradients
+    assert g16.dtype == np.float16 and g16.shape == logits.shape
+    g0 = eng.grad(net, [np.zeros((0, 3), np.float32), np.zeros((0,), np.int32)]).gradients
+    assert g0.shape == (0, 3)
