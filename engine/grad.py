@@ -70,7 +70,7 @@ def make_forward(net: Network, max_elements: int | None = None) -> Callable[...,
                 raise ShapeError(
                     f"node '{node.name}' ({node.op.name}) cannot take inputs "
                     f"{', '.join(map(str, node.inputs))} of {_describe(args)}: {str(exc).splitlines()[0]}",
-                    node.path,
+                    net.node_path(node),
                 ) from None
             if max_elements is not None:
                 for o in out if isinstance(out, tuple) else (out,):
@@ -78,7 +78,7 @@ def make_forward(net: Network, max_elements: int | None = None) -> Callable[...,
                         raise TooLargeError(
                             f"node '{node.name}' ({node.op.name}) would produce {np.dtype(o.dtype).name}"
                             f"{list(o.shape)}, {o.size} elements, over the limit of {max_elements}",
-                            node.path,
+                            net.node_path(node),
                         )
             env[node.name] = out
         return tuple(_resolve(env, r) for r in net.outputs)

@@ -9,6 +9,7 @@ node order and tensor encoding don't change it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections import deque
@@ -63,12 +64,19 @@ class Node:
 
     @property
     def path(self) -> str:
+        """``nodes[i]``, relative to the network document (see :meth:`Network.node_path`)."""
         return f"nodes[{self.position}]"
 
 
 @dataclass(frozen=True, eq=False)
 class Network:
-    """A validated network. ``nodes`` are in a topological order."""
+    """A validated network. ``nodes`` are in a topological order.
+
+    ``path`` is the prefix it was parsed with (``"network."`` for a network inline in a request,
+    ``""`` for a registered one): errors found later, per call, at a node (shape and dtype
+    mismatches, intermediates over the size limit) carry ``path + "nodes[i]"``, the same prefix
+    as the parse errors. It is not part of the network's identity (``id``).
+    """
 
     id: str
     name: str
@@ -76,6 +84,17 @@ class Network:
     parameters: tuple[Parameter, ...]
     nodes: tuple[Node, ...]
     outputs: tuple[Ref, ...]
+    path: str = ""
+
+    def node_path(self, node: Node) -> str:
+        """The error path of ``node`` in the request: ``network.nodes[3]`` or ``nodes[3]``."""
+        return f"{self.path}{node.path}"
+
+    def with_path(self, path: str) -> Network:
+        """The same network (same id, nodes and parameter arrays) with another error-path prefix:
+        a network parsed once and shared between inline requests (``"network."``) and
+        ``network_id`` requests (``""``) reports each call's errors with that call's prefix."""
+        return self if path == self.path else dataclasses.replace(self, path=path)
 
     @property
     def tuple_output(self) -> bool:
@@ -223,7 +242,9 @@ def parse_network(
 ) -> Network:
     """Validate a ``gradnet/1`` document and build its :class:`Network`.
 
-    ``path`` prefixes every error path (the service passes ``"network."``).
+    ``path`` prefixes every error path (the service passes ``"network."`` for a network inline in
+    a request). The network keeps it (``Network.path``), so the shape and dtype errors found
+    per call, at a node, carry the same prefix.
     """
     _expect(isinstance(doc, Mapping), "a network must be a gradnet/1 object", path.rstrip(".") or "network")
     _expect(doc.get("format") == FORMAT, f"'format' must be \"{FORMAT}\", got {doc.get('format')!r}", f"{path}format")
@@ -295,6 +316,7 @@ def parse_network(
         parameters=tuple(parameters),
         nodes=_topological(nodes, path),
         outputs=outputs,
+        path=path,
     )
     object.__setattr__(net, "id", _canonical_id(net))
     return net

@@ -28,6 +28,8 @@ class GradJob:
     deadline: float = 0.0  # time.monotonic() (system-wide on Linux) after which nobody waits
     # The gradnet/1 document (parameters as b64), sent only to a worker that lacks the network.
     network_doc: dict[str, Any] | None = None
+    # The prefix of the network's error paths: "network." inline, "" registered (Network.path).
+    network_path: str = ""
     # The response is JSON: a large result's text is written by the worker and the server
     # together (see service.codec.split_point).
     json_split: bool = False

@@ -225,7 +225,8 @@ class Health(BaseModel):
 class ErrorDetail(BaseModel):
     code: str = Field(..., description="machine-readable: shape_mismatch, unknown_op, queue_full, …")
     message: str = Field(..., description="what was wrong and what was expected")
-    path: str | None = Field(None, description="where in the request: nodes[1].attrs.axis, inputs[0], …")
+    path: str | None = Field(None, description="where in the request: inputs[0], network.nodes[1].attrs.axis "
+                                 "(a network inline in the request), nodes[1] (a registered network), …")
 
 
 class ErrorResponse(BaseModel):

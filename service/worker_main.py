@@ -507,13 +507,15 @@ class _Worker:
         if net is None and job.network_doc is not None:
             net = self.engine_mod.parse_network(
                 job.network_doc, max_nodes=self.config["max_nodes"], max_elements=self.config["max_elements"],
-                path="network.",
+                path=job.network_path,
             )
             self.networks[job.network_id] = net
             while len(self.networks) > self.config["network_cache_size"]:
                 old, _ = self.networks.popitem(last=False)
                 evicted.append(old)
         if net is not None:
+            if net.path != job.network_path:  # kept as the latest caller named it: errors say the same
+                net = self.networks[job.network_id] = net.with_path(job.network_path)
             self.networks.move_to_end(job.network_id)
         return net, evicted
 

@@ -473,6 +473,38 @@ def test_shape_mismatch_with_sens_param(eng):
                sens=np.ones((2, 5), np.float32), where="nodes[1]")
 
 
+def test_node_errors_carry_the_prefix_the_network_was_parsed_with(eng):
+    """API.md section 5: ``path`` points into the request. An inline network is at ``network.``, so
+    a shape error found per call at its node is ``network.nodes[i]``, like its parse errors; a
+    registered network (parsed with no prefix) has ``nodes[i]``."""
+    from engine import run_request
+
+    bad_y = np.ones((4, 5), np.float32)
+    inline = parse_network(TUTORIAL, path="network.")
+    registered = parse_network(TUTORIAL)
+    assert (inline.path, registered.path) == ("network.", "")
+    assert inline.id == registered.id  # the prefix is not part of the network's identity
+    grad_error(ShapeError, eng.grad, inline, [TX, bad_y], where="network.nodes[1]")
+    grad_error(ShapeError, eng.grad, registered, [TX, bad_y], where="nodes[1]")
+    grad_error(ShapeError, eng.grad, inline, [TX, bad_y], sens_param=True, sens=np.ones((2, 5), np.float32),
+               where="network.nodes[1]")
+    # the same network under another prefix: same id, same compiled code, that prefix in errors
+    assert inline.with_path("").path == "" and inline.with_path("").id == inline.id
+    assert inline.with_path("network.") is inline
+    grad_error(ShapeError, eng.grad, inline.with_path(""), [TX, bad_y], where="nodes[1]")
+    grad_error(ShapeError, eng.grad, registered.with_path("network."), [TX, bad_y], where="network.nodes[1]")
+    close(eng.grad(inline.with_path(""), [TX, TY]).gradients, eng.grad(inline, [TX, TY]).gradients)
+    # a whole request with its network inline
+    request = {"network": TUTORIAL, "inputs": [tensor(TX), tensor(bad_y)]}
+    grad_error(ShapeError, run_request, request, engine=eng, where="network.nodes[1]", code="shape_mismatch")
+    grad_error(TooLargeError, run_request, {
+        "network": {"format": "gradnet/1", "inputs": [{"name": "x"}],
+                    "nodes": [{"name": "b", "op": "BroadcastTo", "inputs": ["x"], "attrs": {"shape": [2000, 1000]}}],
+                    "outputs": ["b"]},
+        "inputs": [tensor(np.ones(1, np.float32))],
+    }, engine=Engine(max_elements=10**6), where="network.nodes[0]", code="too_large")
+
+
 @pytest.mark.parametrize("sens_param", [False, True])
 def test_huge_intermediate_is_refused_before_compiling(sens_param):
     engine = Engine(max_elements=10**6)
