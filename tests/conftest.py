@@ -1,4 +1,5 @@
-"""Make the repository root importable (``import engine``) however pytest is started."""
+"""Make the repository root importable (``import engine``, ``import tests.support``) however pytest
+is started, and register the shared fixtures (real servers: ``tests/support/servers.py``)."""
 
 import sys
 from pathlib import Path
@@ -6,6 +7,9 @@ from pathlib import Path
 ROOT = str(Path(__file__).resolve().parent.parent)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+# pytest reads pytest_plugins only in this, the top-level conftest
+pytest_plugins = ["tests.support.servers"]
 
 
 def _jax_sees_a_gpu() -> bool:

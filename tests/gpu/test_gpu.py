@@ -15,12 +15,10 @@ import numpy as np
 import pytest
 
 import engine
+from tests.support.servers import start_server
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
-sys.path.insert(0, str(ROOT / "tests" / "service"))
-
-from tests.service.conftest import start_server  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 

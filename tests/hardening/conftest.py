@@ -1,49 +1,21 @@
-"""Fixtures of the hardening tests: real servers (the service tests' ``server_factory``), and a
-record of the figures the tests measure (written to ``var/hardening-figures.json`` and printed at
-the end of the session; ``docs/reliability.md`` quotes them).
-
-The service tests' conftest is loaded under its own module name so that its server factory (a
-``gradserve serve`` subprocess on a free port, stopped at the end of the session) is reused as is.
+"""Fixtures of the hardening tests: real servers (``server_factory`` of the
+:mod:`tests.support.servers` plugin), and a record of the figures the tests measure (written to
+``var/hardening-figures.json`` and printed at the end of the session; ``docs/reliability.md``
+quotes them).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hardening_helpers import FUZZ_KEY, HARD_KEY, HARD_LIMITS
 
 HERE = Path(__file__).resolve().parent
-SERVICE_TESTS = HERE.parent / "service"
-if str(SERVICE_TESTS) not in sys.path:
-    sys.path.insert(0, str(SERVICE_TESTS))  # service_helpers, imported by that conftest
 
-
-def _load_service_conftest() -> Any:
-    name = "gradserve_service_conftest"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, SERVICE_TESTS / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-_service = _load_service_conftest()
-
-from hardening_helpers import FUZZ_KEY, HARD_KEY, HARD_LIMITS  # noqa: E402 - needs tests/service on sys.path
-
-LiveServer = _service.LiveServer
-start_server = _service.start_server
-
-#: the session-scoped factory of real servers: ``server_factory(wait_ready=True, **settings)``
-server_factory = _service.server_factory
 
 @pytest.fixture(scope="session")
 def hard_server(server_factory: Any) -> Any:

@@ -1,23 +1,23 @@
 """Shared by the hardening tests: the tutorial request, a health check that proves the service still
-works after an attack, polling with deadlines (never a sleep as an assertion), RSS, raw sockets."""
+works after an attack, polling with deadlines (never a sleep as an assertion), RSS, a background
+request, networks slow to compute. (Raw-socket requests: ``tests.support.raw_http``.)"""
 
 from __future__ import annotations
 
 import base64
 import json
 import re
-import select
-import socket
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
-from service_helpers import FIXTURES, decode_response, error_of  # noqa: F401 - re-exported
+
+from tests.support import FIXTURES
+from tests.support.api_contract import decode_response
 
 T = TypeVar("T")
 
@@ -110,64 +110,6 @@ class Background:
         if "error" in self._box:
             raise self._box["error"]
         return self._box["value"]
-
-
-def raw_request(url: str, head: str, body_chunks: list[bytes], *, read_timeout: float = 30.0) -> tuple[bytes, int, bool]:
-    """Send an HTTP/1.1 request head and then ``body_chunks`` on a raw socket, stopping as soon as
-    the server answers. Returns (the answer, the body bytes sent, whether every chunk was sent)."""
-    parts = urlsplit(url)
-    sent = 0
-    with socket.create_connection((parts.hostname, parts.port), timeout=read_timeout) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
-        s.sendall(head.replace("{host}", parts.netloc).encode())
-        sent_all = True
-        for chunk in body_chunks:
-            readable, _, _ = select.select([s], [], [], 0)
-            if readable:
-                sent_all = False
-                break
-            try:
-                s.sendall(chunk)
-            except (BrokenPipeError, ConnectionResetError):
-                sent_all = False
-                break
-            sent += len(chunk)
-        data = b""
-        s.settimeout(read_timeout)
-        try:
-            while True:
-                part = s.recv(65536)
-                if not part:
-                    break
-                data += part
-                if _complete(data):
-                    break
-        except (ConnectionResetError, TimeoutError):
-            pass
-        return data, sent, sent_all
-
-
-def _complete(data: bytes) -> bool:
-    head, sep, body = data.partition(b"\r\n\r\n")
-    if not sep:
-        return False
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return len(body) >= int(value.strip())
-    return False
-
-
-def response_json(raw: bytes) -> tuple[int, dict[str, str], Any]:
-    """Status, headers and JSON body of a raw HTTP/1.1 answer."""
-    head, _, body = raw.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return status, headers, json.loads(body)
 
 
 def slow_network(depth: int = 24, n: int = 1000, name: str = "slow") -> dict[str, Any]:

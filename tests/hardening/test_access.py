@@ -11,10 +11,11 @@ import textwrap
 
 import httpx
 import pytest
-from hardening_helpers import assert_healthy, error_of, tutorial_request
-from service_helpers import ROOT
+from hardening_helpers import assert_healthy, tutorial_request
 
 from service import auth
+from tests.support import ROOT
+from tests.support.api_contract import error_of
 
 ROUTES = [(method.upper(), path) for path, ops in json.loads((ROOT / "openapi" / "openapi.json").read_text())["paths"].items()
           for method in ops]

@@ -15,13 +15,13 @@ from hardening_helpers import (
     HARD_KEY,
     Background,
     assert_healthy,
-    error_of,
     poll,
     slow_request,
     tutorial_request,
     worker_pid_from_log,
 )
-from service_helpers import chain_request, metric
+
+from tests.support.api_contract import chain_request, error_of, metric
 
 
 def _depths(c: httpx.Client, workers: int) -> list[float]:

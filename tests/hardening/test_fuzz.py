@@ -24,16 +24,17 @@ import numpy as np
 import orjson
 import pytest
 import schemathesis
-from hardening_helpers import FUZZ_KEY, HARD_LIMITS, error_of, tutorial_request
+from hardening_helpers import FUZZ_KEY, HARD_LIMITS, tutorial_request
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-from service_helpers import ROOT
 
 import engine
 from service import codec
 from service.app import Validator
 from service.errors import BadRequestError
+from tests.support import ROOT
+from tests.support.api_contract import error_of
 
 OPS = {op["name"]: op for op in engine.catalog()}
 #: single-output ops with a fixed number of tensor inputs (a multi-output op changes how it is referenced)

@@ -11,21 +11,13 @@ import time
 import numpy as np
 import orjson
 import pytest
-from hardening_helpers import (
-    HARD_KEY,
-    HARD_LIMITS,
-    assert_healthy,
-    decode_response,
-    error_of,
-    mib,
-    raw_request,
-    response_json,
-    tutorial_request,
-)
+from hardening_helpers import HARD_KEY, HARD_LIMITS, assert_healthy, mib, tutorial_request
+
+from tests.support.api_contract import decode_response, error_of
+from tests.support.raw_http import grad_request_head, raw_request, response_json
 
 LIMIT = HARD_LIMITS["max_body_bytes"]
-HEAD = ("POST /grad HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer " + HARD_KEY + "\r\n"
-        "Content-Type: application/json\r\n")
+HEAD = grad_request_head(HARD_KEY)
 
 
 def _with_x(request, x):

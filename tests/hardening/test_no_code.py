@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from hardening_helpers import HARD_KEY, assert_healthy, decode_response, error_of, tutorial_request
+from hardening_helpers import HARD_KEY, assert_healthy, tutorial_request
+
+from tests.support.api_contract import decode_response, error_of
 
 
 class _Payload:

@@ -14,7 +14,9 @@ import time
 import httpx
 import numpy as np
 import orjson
-from hardening_helpers import assert_healthy, error_of, mib, poll, rss_bytes
+from hardening_helpers import assert_healthy, mib, poll, rss_bytes
+
+from tests.support.api_contract import error_of
 
 QUEUE_SIZE = 2
 BURST = 10 * QUEUE_SIZE

@@ -27,6 +27,7 @@ import pytest
 from service.loadtest import backends, report, scenarios, server
 from service.loadtest.command import build_parser, main
 from service.loadtest.scenarios import BINARY_HEADER
+from tests.support.servers import KEY_A
 
 COUNT_SLACK = 2
 
@@ -241,21 +242,9 @@ def test_cli_reports_an_unreachable_server(capsys: pytest.CaptureFixture[str]) -
 
 
 # --------------------------------------------------------------------------------------------
-# Live: short sweeps against real servers (tests/service/conftest.py's fixtures)
+# Live: short sweeps against real servers (the tests.support.servers fixtures: the shared
+# live_server, and server_factory for the tiny queue)
 # --------------------------------------------------------------------------------------------
-
-_SERVICE_TESTS = Path(__file__).resolve().parents[1] / "service"
-if str(_SERVICE_TESTS) not in sys.path:
-    sys.path.insert(0, str(_SERVICE_TESTS))  # its conftest imports `service_helpers`
-
-from service_helpers import KEY_A  # noqa: E402
-
-import tests.service.conftest as _service_conftest  # noqa: E402
-
-# The service tests' fixtures, used here as they are: the shared server, and the factory of
-# servers with other settings (the tiny queue).
-live_server = _service_conftest.live_server
-server_factory = _service_conftest.server_factory
 
 # The shared live_server requires an API key; /metrics is behind it too.
 AUTH = {"Authorization": f"Bearer {KEY_A}"}

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from service_helpers import ENCODINGS, KEY_A, KEY_B, array, assert_close
 
 from service.client import GradClient, GradServeError
+from tests.support.api_contract import ENCODINGS, array, assert_close
+from tests.support.servers import KEY_A, KEY_B
 
 
 @pytest.fixture

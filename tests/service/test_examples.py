@@ -9,9 +9,10 @@ import subprocess
 
 import numpy as np
 import pytest
-from service_helpers import KEY_A, ROOT
 
 from engine import decode_tensor
+from tests.support import ROOT
+from tests.support.servers import KEY_A
 
 
 def _expected(tutorial: list[dict], name: str):

@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from service_helpers import KEY_FUZZ, ROOT
 
 import engine
 from service import models, openapi_export
+from tests.support import ROOT
+from tests.support.servers import KEY_FUZZ
 
 COMMITTED = ROOT / "openapi" / "openapi.json"
 ROUTES = {

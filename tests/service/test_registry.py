@@ -7,11 +7,12 @@ import json
 import sqlite3
 
 import pytest
-from service_helpers import FIXTURES, error_of
 
 import engine
 from service.errors import NotFoundError
 from service.registry import NetworkRegistry, RegistryUnavailableError
+from tests.support import FIXTURES
+from tests.support.api_contract import error_of
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from service_helpers import FIXTURES, decode_response, encode_request
 
 import engine
 from service import codec
@@ -23,6 +22,8 @@ from service.jobs import GradJob, JobResult
 from service.settings import Settings
 from service.worker_main import Arena, FirstFit, RingReleaser, RingWriter, decode_frame, encode_msg
 from service.workers import WorkerPool
+from tests.support import FIXTURES
+from tests.support.api_contract import decode_response, encode_request
 
 MiB = 1 << 20
 

@@ -1,26 +1,18 @@
-"""Shared by the service tests: constants, wire-format helpers written from shared/API.md (not
-from the service's own codec, so the tests check the service against the contract), and
-networks that are slow to compile."""
+"""The API contract as the tests read it: wire-format helpers written from shared/API.md (not from
+the service's own codec, so the tests check the service against the contract), the error shape,
+the metrics text, and networks that are slow to compile."""
 
 from __future__ import annotations
 
 import base64
 import copy
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import orjson
 
-ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = Path(os.environ.get("GRADSERVE_FIXTURES", ROOT.parent / "shared" / "fixtures"))
-KEY_A, KEY_B = "test-key-a", "test-key-b"
-KEY_FUZZ = "test-key-fuzz"  # the schema fuzzer's own namespace: what it registers or deletes is its own
-#: the shared server's limits (small, so that the 413 tests send little)
-LIMITS = {"max_body_bytes": 4_000_000, "max_tensor_elements": 200_000, "max_nodes": 500}
 RTOL, ATOL = 1e-5, 1e-6
 ENCODINGS = ("json", "b64", "binary")
 BINARY_HEADER = "Inference-Header-Content-Length"
