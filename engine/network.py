@@ -10,6 +10,7 @@ node order and tensor encoding don't change it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from collections import deque
@@ -85,6 +86,10 @@ class Network:
     nodes: tuple[Node, ...]
     outputs: tuple[Ref, ...]
     path: str = ""
+
+    @functools.cached_property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.inputs)
 
     def node_path(self, node: Node) -> str:
         """The error path of ``node`` in the request: ``network.nodes[3]`` or ``nodes[3]``."""
