@@ -237,8 +237,14 @@ class Service:
                         declared = value.decode("latin-1")
                 elif name == b"inference-header-content-length" and not headers:
                     headers[codec.BINARY_HEADER] = value.decode("latin-1")
-            body = await codec.receive_body(receive, declared, self.settings.max_body_bytes)
-            response = await self._grad(scope[NAMESPACE], body, headers, arrived)
+            # A place in the queues before the body is read: under overload a 503 costs no parsing.
+            admission = self.pool.admit() if self.pool is not None else None
+            try:
+                body = await codec.receive_body(receive, declared, self.settings.max_body_bytes)
+                response = await self._grad(scope[NAMESPACE], body, headers, arrived, admission)
+            finally:
+                if admission is not None:
+                    admission.release()
         except engine.GradnetError as exc:
             if exc.status >= 500:
                 log.warning("POST /grad: %s %s", exc.code, exc.message)
@@ -249,7 +255,8 @@ class Service:
         await response(scope, receive, send)
         return response.status_code
 
-    async def _grad(self, namespace: str, body: bytes, headers: Mapping[str, str], arrived: float) -> Response:
+    async def _grad(self, namespace: str, body: bytes, headers: Mapping[str, str], arrived: float,
+                    admission: Any = None) -> Response:
         settings = self.settings
         t0 = time.perf_counter()
         # Only a large JSON text is worth the thread pool (parsing it, decoding its tensors): the
@@ -279,6 +286,7 @@ class Service:
             self.validator.validate(net, xs, decoded)
         job = GradJob(
             network_id=net.id,
+            network_path=net.path,
             inputs=xs,
             get_all=call["get_all"],
             get_by_list=call["get_by_list"],
@@ -293,7 +301,7 @@ class Service:
         decode_ms = (time.perf_counter() - t0) * 1e3
         if self.pool is None:
             raise NotReadyError("the engine workers are not started")
-        result: JobResult = await self.pool.submit(job, lambda: net.to_json("b64"))
+        result: JobResult = await self.pool.submit(job, lambda: net.to_json("b64"), admission)
         return await self._grad_response(net, call, result, decode_ms)
 
     def _decode(self, parsed: codec.Body, call: dict[str, Any]) -> dict[str, Any]:

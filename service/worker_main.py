@@ -12,7 +12,7 @@ processes; nothing an HTTP client sent is ever unpickled.
 
 Server -> worker::
 
-    ("job", job_id, GradJob, sent_at)   # sent_at: time.monotonic() in the server
+    ("job", job_id, GradJob wire tuple, sent_at)   # sent_at: time.monotonic() in the server
     ("forget", network_id)
     ("cancel", job_id)                  # nobody waits for it: skip it if not started
     ("stop",)                           # finish what is queued, then exit
@@ -21,7 +21,7 @@ Worker -> server::
 
     ("hello", info)                     # the startup handshake: pid, device, platform, devices
     ("fatal", message)                  # the engine could not start; the process exits next
-    ("result", job_id, JobResult, evicted)
+    ("result", job_id, JobResult wire tuple, evicted)
     ("json_part", job_id, pieces | None)  # after a result with json_split: the worker's JSON text
     ("error", job_id, code, message, path, status, cache_stats, evicted)
     ("expired", job_id, cache_stats)    # deadline passed or cancelled while it waited: not computed
@@ -33,8 +33,6 @@ server knows to send their documents again.
 
 from __future__ import annotations
 
-import copyreg
-import io
 import mmap
 import os
 import pickle
@@ -220,36 +218,11 @@ class RingReleaser:
 Alloc = Callable[[int], "int | None"]
 
 
-def _array(buffer: Any, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
-    return np.frombuffer(buffer, dtype=dtype).reshape(shape)
-
-
-def _reduce_array(array: np.ndarray) -> Any:
-    """A C-contiguous array of a built-in dtype as (its buffer, dtype string, shape): NumPy's own
-    reduction does the same in several times the time. Other arrays are NumPy's business."""
-    dtype = array.dtype
-    if dtype.isbuiltin == 1 and not dtype.hasobject and array.flags.c_contiguous:
-        return _array, (pickle.PickleBuffer(array), dtype.str, array.shape)
-    return array.__reduce_ex__(5)
-
-
-_DISPATCH = dict(copyreg.dispatch_table)
-_DISPATCH[np.ndarray] = _reduce_array
-
-
-def _dumps(msg: Any, buffer_callback: Callable[[pickle.PickleBuffer], Any]) -> bytes:
-    out = io.BytesIO()
-    pickler = pickle.Pickler(out, protocol=5, buffer_callback=buffer_callback)
-    pickler.dispatch_table = _DISPATCH
-    pickler.dump(msg)
-    return out.getvalue()
-
-
 def encode_msg(msg: Any, alloc: Alloc | None = None, arena: Arena | None = None) -> tuple[list[Any], int | None]:
     """The parts of ``msg``'s frame (for one writev), and the start of the arena region its large
     buffers were copied to (None: none, everything is inline)."""
     buffers: list[pickle.PickleBuffer] = []
-    payload = _dumps(msg, buffers.append)
+    payload = pickle.dumps(msg, protocol=5, buffer_callback=buffers.append)
     raws = [b.raw() for b in buffers]
     start = None
     total = 0
@@ -439,11 +412,12 @@ class _Worker:
     def __init__(self, conn: Any, config: dict[str, Any], arenas: ArenaFds | None = None) -> None:
         import engine  # noqa: PLC0415 - after the environment is set up
         from service import codec  # noqa: PLC0415
-        from service.jobs import JobResult  # noqa: PLC0415
+        from service.jobs import GradJob, JobResult  # noqa: PLC0415
 
         self.engine_mod = engine
         self.codec = codec
         self.JobResult = JobResult
+        self.GradJob = GradJob
         self.conn = conn
         self.config = config
         self.engine = engine.Engine(
@@ -560,7 +534,7 @@ class _Worker:
                 cache_stats=self.engine.stats,
                 json_split=split,
             )
-            self.send(("result", job_id, reply, evicted))
+            self.send(("result", job_id, reply.to_wire(), evicted))
             if split is not None:
                 self._send_share(job_id, arrays, split)  # type: ignore[arg-type]
         except self.engine_mod.GradnetError as exc:
@@ -604,7 +578,7 @@ class _Worker:
             msg = backlog.popleft()
             kind = msg[0]
             if kind == "job":
-                self.run_job(msg[1], msg[2], msg[3])
+                self.run_job(msg[1], self.GradJob.from_wire(msg[2]), msg[3])
                 self.cancelled.discard(msg[1])
                 if len(self.cancelled) > 1024:  # cancellations that came after their job ran
                     self.cancelled.difference_update([i for i in list(self.cancelled) if i < msg[1]])

@@ -192,6 +192,21 @@ class _Proc:
         return sum(1 for job_id, p in self.pending.items() if not p.future.done() or job_id == self.running)
 
 
+class Admission:
+    """A request's place in the queues between :meth:`WorkerPool.admit` and its job's submission."""
+
+    __slots__ = ("pool",)
+
+    def __init__(self, pool: WorkerPool) -> None:
+        self.pool: WorkerPool | None = pool
+
+    def release(self) -> None:
+        """Give the place back (once; later calls do nothing)."""
+        if self.pool is not None:
+            self.pool._admitted -= 1
+            self.pool = None
+
+
 @dataclasses.dataclass
 class _Slot:
     index: int
@@ -277,6 +292,7 @@ class WorkerPool:
         self._slots: list[_Slot] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ids = itertools.count(1)
+        self._admitted = 0  # requests admitted (Admission) whose job is not submitted yet
         self._tasks: set[asyncio.Task[Any]] = set()
         self._accepting = False
         self._closing = False
@@ -481,11 +497,15 @@ class WorkerPool:
 
     # -- jobs ------------------------------------------------------------------------------
 
-    async def submit(self, job: GradJob, network_doc: Callable[[], dict[str, Any]]) -> JobResult:
+    async def submit(self, job: GradJob, network_doc: Callable[[], dict[str, Any]],
+                     admission: Admission | None = None) -> JobResult:
         """Run ``job`` on a worker and return its result; see the module docstring for errors.
 
-        ``network_doc()`` is called only when the chosen worker does not have the network.
+        ``network_doc()`` is called only when the chosen worker does not have the network. The
+        job takes the place ``admission`` held, if any.
         """
+        if admission is not None:
+            admission.release()
         if not self._accepting:
             if self._loop is None:
                 raise NotReadyError("the engine workers are not started")
@@ -501,11 +521,7 @@ class WorkerPool:
             raise NotReadyError("no engine worker is ready: they are restarting")
         proc, load = self._pick(candidates, job.network_id)
         if load >= self.settings.queue_size:
-            raise QueueFullError(
-                f"all {len(candidates)} engine worker(s) are busy: {load} requests queued or running "
-                f"on the least loaded one (queue_size {self.settings.queue_size}); retry later",
-                retry_after=float(max(1, min(30, math.ceil(proc.slot.service_s)))),
-            )
+            raise self._queue_full(len(candidates), proc, load)
         if job.network_id not in proc.networks:
             job = dataclasses.replace(job, network_doc=network_doc())
         job_id = next(self._ids)
@@ -514,7 +530,7 @@ class WorkerPool:
         pending = _Pending(future, job, network_doc, now)
         proc.pending[job_id] = pending
         proc.networks.add(job.network_id)
-        pending.region = proc.send(("job", job_id, job, now))
+        pending.region = proc.send(("job", job_id, job.to_wire(), now))
         # One timer per job (no wait_for/shield task): at the deadline it fails the future.
         timer = loop.call_later(job.deadline - time.monotonic(), self._expire, proc, job_id, future) \
             if job.deadline else None  # type: ignore[union-attr]
@@ -526,6 +542,29 @@ class WorkerPool:
         finally:
             if timer is not None:
                 timer.cancel()
+
+    def admit(self) -> Admission:
+        """A place in the workers' queues for a request whose body is still to be read and
+        validated, or :class:`QueueFullError` (503) at once if there is none: shedding load
+        costs no parsing, and a burst gets its refusals before any body is read. The place is
+        given back by :meth:`submit` (the job takes it) or by :meth:`Admission.release`."""
+        limit = self.settings.queue_size
+        ready = [p for p in self._live() if p.ready]
+        if ready:  # none ready: submit says why
+            room = limit * len(ready) - self._admitted
+            # len(pending) bounds a worker's load from above: the common case counts nothing
+            if sum(len(p.pending) for p in ready) >= room and sum(min(p.load, limit) for p in ready) >= room:
+                least = min(ready, key=lambda p: p.load)
+                raise self._queue_full(len(ready), least, least.load)
+        self._admitted += 1
+        return Admission(self)
+
+    def _queue_full(self, workers: int, proc: _Proc, load: int) -> QueueFullError:
+        return QueueFullError(
+            f"all {workers} engine worker(s) are busy: {load} requests queued or running "
+            f"on the least loaded one (queue_size {self.settings.queue_size}); retry later",
+            retry_after=float(max(1, min(30, math.ceil(proc.slot.service_s)))),
+        )
 
     def _expire(self, proc: _Proc, job_id: int, future: asyncio.Future[JobResult]) -> None:
         """The job's deadline passed: its caller gets a 504 now; the worker skips the job if it
@@ -653,7 +692,8 @@ class WorkerPool:
         kind = msg[0]
         slot = proc.slot
         if kind == "result":
-            _, job_id, result, evicted = msg
+            _, job_id, wire, evicted = msg
+            result = JobResult.from_wire(wire)
             proc.networks.difference_update(evicted)
             slot.cache_stats = dict(result.cache_stats)
             self._finish(proc, job_id, result, None)
@@ -731,7 +771,7 @@ class WorkerPool:
             return
         pending.job = dataclasses.replace(pending.job, network_doc=doc)
         proc.networks.add(pending.job.network_id)
-        pending.region = proc.send(("job", job_id, pending.job, pending.submitted))
+        pending.region = proc.send(("job", job_id, pending.job.to_wire(), pending.submitted))
 
     def _on_exit(self, proc: _Proc, exitcode: int | None) -> None:
         slot = proc.slot

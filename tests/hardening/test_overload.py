@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 from hardening_helpers import assert_healthy, mib, poll, rss_bytes
 
-from tests.support.api_contract import error_of
+from tests.support.api_contract import error_of, metric
 
 QUEUE_SIZE = 2
 BURST = 10 * QUEUE_SIZE
@@ -110,4 +110,34 @@ def test_burst_of_10x_capacity(server_factory, figures):
     }
     figures["overload_rss_mib"] = {"baseline": mib(baseline), "peak": mib(peak), "after": mib(after),
                                    "margin": mib(RSS_MARGIN)}
+    assert_healthy(server)
+
+
+def test_a_full_queue_answers_503_before_reading_the_body(server_factory, figures):
+    """With every worker's queue full, ``/grad`` is refused before its body is read: a body that
+    is not even JSON gets 503 ``queue_full`` (not 400), and the held request still succeeds."""
+    server = server_factory(workers=1, queue_size=1, timeout_ms=60_000)
+    x = (np.random.default_rng(1).standard_normal((N, N)) * 0.03).astype("<f4")
+    with server.client(timeout=120) as c:
+        network_id = c.post("/networks", json=_matmul_chain(depth=12)).json()["network_id"]
+        slow = orjson.dumps({"network_id": network_id,
+                             "inputs": [{"dtype": "float32", "shape": [N, N], "b64": base64.b64encode(x.tobytes()).decode()}]})
+        headers = {"Content-Type": "application/json"}
+        assert c.post("/grad", content=slow, headers=headers).status_code == 200  # compiled: now only compute
+        held: list[httpx.Response] = []
+        holder = threading.Thread(target=lambda: held.append(c.post("/grad", content=slow, headers=headers)))
+        holder.start()
+        with server.client(timeout=30) as other:
+            poll(lambda: metric(other.get("/metrics").text, "gradserve_worker_queue_depth", worker="0"),
+                 lambda depth: depth == 1, timeout=30, what="the slow request to occupy the worker")
+            t0 = time.monotonic()
+            refused = other.post("/grad", content=b"this is not JSON", headers=headers)
+            figures["queue_full_503_ms"] = round((time.monotonic() - t0) * 1e3, 1)
+            err = error_of(refused, 503, "queue_full")
+            assert "queue_size 1" in err["message"]
+            assert int(refused.headers["retry-after"]) >= 1
+            # the same connection serves the next request (the unread body was dropped, not parsed)
+            assert other.get("/health/live").status_code == 200
+        holder.join(120)
+        assert held and held[0].status_code == 200, held
     assert_healthy(server)
