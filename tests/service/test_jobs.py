@@ -1,0 +1,82 @@
+"""service.jobs: what crosses between the server and a worker, through the real framing."""
+
+from __future__ import annotations
+
+import pickletools
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from service.jobs import GradJob, JobResult, pack, unpack
+from service.worker_main import _BUF, _HEAD, _LEN, decode_frame, encode_msg
+
+
+def _through_the_frame(msg: tuple) -> tuple:
+    parts, region = encode_msg(msg)
+    assert region is None  # no arena given: every buffer travels inline
+    frame = bytearray(b"".join(bytes(p) for p in parts))
+    (length,) = _LEN.unpack_from(frame, 0)
+    assert length == len(frame) - _LEN.size
+    return decode_frame(frame[_LEN.size:])
+
+
+ARRAYS = [
+    np.arange(6, dtype=np.float32).reshape(2, 3),
+    np.arange(6, dtype=ml_dtypes.bfloat16).reshape(3, 2),  # not a NumPy built-in: NumPy pickles it
+    np.arange(4, dtype=">f4"),  # big-endian
+    np.zeros((0, 3), np.float64),
+    np.array(2.5, np.float16),  # 0-d
+    np.arange(10, dtype=np.int64)[::3],  # not contiguous
+    np.array([True, False]),
+]
+
+
+@pytest.mark.parametrize("array", ARRAYS, ids=lambda a: f"{a.dtype}{list(a.shape)}")
+def test_an_array_comes_back_equal(array: np.ndarray) -> None:
+    (back,) = _through_the_frame(("x", pack(array)))[1:]
+    back = unpack(back)
+    assert back.dtype == array.dtype and back.shape == array.shape
+    np.testing.assert_array_equal(back, array)
+
+
+def test_a_job_comes_back_field_for_field() -> None:
+    job = GradJob(
+        network_id="sha256:abc", inputs={"x": ARRAYS[0], "y": ARRAYS[5]}, get_all=True, get_by_list=True,
+        sens_param=True, weights=["w", "b"], sens=[ARRAYS[4], ARRAYS[3]], parameters={"w": ARRAYS[1]},
+        return_value=True, deadline=12.5, network_doc={"format": "gradnet/1", "nodes": []},
+        network_path="network.", json_split=True,
+    )
+    _, job_id, wire, sent_at = _through_the_frame(("job", 7, job.to_wire(), 3.0))
+    back = GradJob.from_wire(wire)
+    assert (job_id, sent_at) == (7, 3.0)
+    for name in ("network_id", "get_all", "get_by_list", "sens_param", "weights", "return_value", "deadline",
+                 "network_doc", "network_path", "json_split"):
+        assert getattr(back, name) == getattr(job, name), name
+    assert set(back.inputs) == {"x", "y"} and set(back.parameters) == {"w"}
+    np.testing.assert_array_equal(back.inputs["y"], job.inputs["y"])
+    np.testing.assert_array_equal(back.parameters["w"], job.parameters["w"])
+    assert [s.shape for s in back.sens] == [(), (0, 3)]
+
+
+def test_a_result_comes_back_with_nested_gradients() -> None:
+    result = JobResult(gradients=[[ARRAYS[0]], [ARRAYS[2], ARRAYS[6]]], gradient_names=[["x"], ["w", "b"]],
+                       value=[ARRAYS[4]], timing_ms={"compute": 1.5}, cache_hit=True,
+                       cache_stats={"hits": 3.0}, json_split=None)
+    back = JobResult.from_wire(_through_the_frame(("result", 1, result.to_wire(), []))[2])
+    assert back.gradient_names == result.gradient_names and back.value[0].shape == ()
+    np.testing.assert_array_equal(back.gradients[1][0], ARRAYS[2])
+    assert back.gradients[1][1].dtype == np.bool_
+    assert (back.timing_ms, back.cache_hit, back.cache_stats, back.json_split) == ({"compute": 1.5}, True,
+                                                                                      {"hits": 3.0}, None)
+
+
+def test_a_tutorial_job_pickles_no_class_or_function_reference() -> None:
+    job = GradJob(network_id="sha256:abc", inputs=ARRAYS[:1] + ARRAYS[5:6], get_all=True, deadline=1.0)
+    parts, _ = encode_msg(("job", 1, job.to_wire(), 0.0))
+    frame = b"".join(bytes(p) for p in parts)[_LEN.size:]
+    count, payload_len, _, _ = _HEAD.unpack_from(frame, 0)
+    start = _HEAD.size + count * _BUF.size
+    opcodes = {op.name for op, _, _ in pickletools.genops(frame[start:start + payload_len])}
+    assert not opcodes & {"GLOBAL", "STACK_GLOBAL", "REDUCE", "BUILD", "INST", "OBJ", "NEWOBJ"}, opcodes
+    assert "NEXT_BUFFER" in opcodes  # the arrays' bytes travel out of band
