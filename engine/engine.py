@@ -52,7 +52,8 @@ def to_host(groups: Sequence[Sequence[Any]], zero_copy: bool) -> list[list[Array
     return [list(group) for group in jax.device_get(list(groups))]
 
 
-def _signature(arrays: Sequence[Array]) -> tuple[tuple[tuple[int, ...], str], ...]:
+def signature(arrays: Sequence[Array]) -> tuple[tuple[tuple[int, ...], str], ...]:
+    """The shapes and dtypes of bound inputs: with the network id, what a compiled program is for."""
     return tuple((a.shape, a.dtype.str) for a in arrays)
 
 
@@ -97,7 +98,8 @@ class Engine:
 
     # -- argument binding ------------------------------------------------------------------
 
-    def _bind_inputs(self, net: Network, inputs: Sequence[Array] | Mapping[str, Array]) -> list[Array]:
+    def bind_inputs(self, net: Network, inputs: Sequence[Array] | Mapping[str, Array]) -> list[Array]:
+        """The inputs as arrays in the network's order, each checked against its declared dtype and shape."""
         if isinstance(inputs, Mapping):
             names = [spec.name for spec in net.inputs]
             unknown = [k for k in inputs if k not in names]
@@ -176,7 +178,7 @@ class Engine:
 
     def output_avals(self, net: Network, inputs: Sequence[Array]) -> tuple[Any, ...]:
         """Shapes and dtypes of the outputs for these inputs (abstract evaluation, cached)."""
-        key = (net.id, _signature(inputs))
+        key = (net.id, signature(inputs))
 
         def evaluate() -> tuple[Any, ...]:
             params = {p.name: jax.ShapeDtypeStruct(p.value.shape, p.value.dtype) for p in net.parameters}
@@ -210,6 +212,37 @@ class Engine:
             bound.append(s)
         return tuple(bound)
 
+    def check(
+        self,
+        net: Network,
+        inputs: Sequence[Array] | Mapping[str, Array],
+        *,
+        parameters: Mapping[str, Array] | None = None,
+        get_all: bool = False,
+        get_by_list: bool = False,
+        sens_param: bool = False,
+        weights: Sequence[str] | None = None,
+        sens: Any = None,
+        return_value: bool = False,
+    ) -> list[Array]:
+        """Raise what :meth:`grad` would raise for this call (bad inputs, flags, weights, parameters
+        or sens; a shape or dtype mismatch at a node; an intermediate over the size limit) without
+        compiling or running anything: abstract evaluation only, so no device is needed. Returns
+        the bound inputs."""
+        xs = self.bind_inputs(net, inputs)
+        self._spec(net, get_all, get_by_list, sens_param, weights, return_value)
+        self._check_parameters(net, parameters)
+        self.output_avals(net, xs)  # shapes and dtypes through the whole graph
+        self._check_sens(net, xs, sens_param, sens)
+        return xs
+
+    def _check_sens(self, net: Network, xs: Sequence[Array], sens_param: bool, sens: Any) -> tuple[Array, ...] | None:
+        if sens_param:
+            return self._bind_sens(net, xs, sens)
+        if sens is not None:
+            raise SensError("'sens' is given but sens_param is false: set sens_param to true", "sens")
+        return None
+
     # -- the call --------------------------------------------------------------------------
 
     def grad(
@@ -241,14 +274,12 @@ class Engine:
                     compiled, params, spec = entry
                     return self._run(net, spec, compiled, inputs, params, None, 0.0, True)
 
-        xs = self._bind_inputs(net, inputs)
+        xs = self.bind_inputs(net, inputs)
         spec = self._spec(net, get_all, get_by_list, sens_param, weights, return_value)
         params = self._device_params(net, parameters)
-        sens_values = self._bind_sens(net, xs, sens) if spec.sens_param else None
-        if not spec.sens_param and sens is not None:
-            raise SensError("'sens' is given but sens_param is false: set sens_param to true", "sens")
+        sens_values = self._check_sens(net, xs, spec.sens_param, sens)
 
-        key = (net.id, spec, _signature(xs))
+        key = (net.id, spec, signature(xs))
         compile_s = 0.0
 
         def compile_now() -> Any:

@@ -41,7 +41,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import engine
-from engine.engine import _signature
+from engine.engine import signature
 
 from . import codec, models
 from .auth import Authenticator
@@ -77,16 +77,17 @@ except metadata.PackageNotFoundError:  # running from a source tree that was nev
 # -- validation in the server ---------------------------------------------------------------------
 
 
-class Validator(engine.Engine):
-    """The engine's own argument binding and abstract evaluation, run in the server so that a
-    request that would fail in a worker fails here: wrong inputs, weights, parameters or sens,
-    shape and dtype mismatches anywhere in the graph, intermediates over the size limit.
+class Validator:
+    """The engine's own checks (:meth:`engine.Engine.check`), run in the server so that a request
+    that would fail in a worker fails here: wrong inputs, weights, parameters or sens, shape and
+    dtype mismatches anywhere in the graph, intermediates over the size limit. A call that passed
+    once passes again without a second look.
 
-    It never compiles or runs anything, so it gets no JAX device: asking JAX for one would
+    Its engine never compiles or runs anything, so it gets no JAX device: asking JAX for one would
     start its backends in the server process (and take a GPU)."""
 
     def __init__(self, *, max_elements: int | None, cache_size: int) -> None:
-        super().__init__(cache_size=cache_size, device=_NO_DEVICE, max_elements=max_elements)  # type: ignore[arg-type]
+        self.engine = engine.Engine(cache_size=cache_size, device=_NO_DEVICE, max_elements=max_elements)  # type: ignore[arg-type]
         self._seen: OrderedDict[tuple[Any, ...], None] = OrderedDict()
         self._seen_size = cache_size * 4
         self._seen_lock = threading.Lock()  # validate() runs on the loop and in the thread pool
@@ -94,32 +95,26 @@ class Validator(engine.Engine):
 
     def knows(self, net: engine.Network, xs: list[np.ndarray]) -> bool:
         """Whether this network and input signature were evaluated already (validate is cheap)."""
-        return (net.id, _signature(xs)) in self._seen
+        return (net.id, signature(xs)) in self._seen
 
     def bind_inputs(self, net: engine.Network, inputs: Any) -> list[np.ndarray]:
-        return self._bind_inputs(net, inputs)
+        return self.engine.bind_inputs(net, inputs)
 
     def validate(self, net: engine.Network, xs: list[np.ndarray], call: Mapping[str, Any]) -> None:
         # A call without parameters or sens is valid or not by its network, input signature and
         # flags alone: one that passed already passes again (a dict lookup on the hot path).
-        signature = _signature(xs)
+        sig = signature(xs)
         known = None
         if call["parameters"] is None and call["sens"] is None and not call["sens_param"]:
             weights = call["weights"]
-            known = (net.id, signature, call["get_all"], call["get_by_list"],
+            known = (net.id, sig, call["get_all"], call["get_by_list"],
                      None if weights is None else tuple(weights), call["return_value"])
             if known in self._valid:
                 return
-        self._spec(net, call["get_all"], call["get_by_list"], call["sens_param"], call["weights"],
-                   call["return_value"])
-        self._check_parameters(net, call["parameters"])
-        # Shapes and dtypes through the whole graph (raises ShapeError / TooLargeError at a node).
-        self.output_avals(net, xs)
-        if call["sens_param"]:
-            self._bind_sens(net, xs, call["sens"])
-        elif call["sens"] is not None:
-            raise engine.SensError("'sens' is given but sens_param is false: set sens_param to true", "sens")
-        key = (net.id, signature)
+        self.engine.check(net, xs, parameters=call["parameters"], get_all=call["get_all"],
+                          get_by_list=call["get_by_list"], sens_param=call["sens_param"], weights=call["weights"],
+                          sens=call["sens"], return_value=call["return_value"])
+        key = (net.id, sig)
         with self._seen_lock:
             self._seen[key] = None
             self._seen.move_to_end(key)

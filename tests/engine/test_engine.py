@@ -566,3 +566,36 @@ def test_int_parameter_named_in_weights_gets_int_zeros(eng):
     close(r.gradients[0], (X * [1, 2, 3]).sum(0))
     gk = r.gradients[1]
     assert gk.dtype == np.int32 and gk.shape == (3,) and not gk.any()
+
+
+# -- Engine.check: grad's errors without compiling or a device -----------------------------------
+
+
+CHECK_FAILURES = [
+    # (call kwargs, error class, path): one of each kind grad() refuses
+    (dict(inputs=[X]), ArgumentError, "inputs"),
+    (dict(inputs=[X, Y], weights=["w"]), ArgumentError, "weights"),
+    (dict(inputs=[X, Y], get_by_list=True, weights=["nope"]), ArgumentError, "weights[0]"),
+    (dict(inputs=[X, Y], parameters={"w": np.ones(4, np.float32)}), ShapeError, "parameters.w"),
+    (dict(inputs=[X, Y], sens_param=True), SensError, "sens"),
+    (dict(inputs=[X, Y], sens=S), SensError, "sens"),
+    (dict(inputs=[X, Y], sens_param=True, sens=S.T), SensError, "sens"),
+    (dict(inputs=[X, np.ones((4, 5), np.float32)]), ShapeError, "nodes[2]"),
+]
+
+
+@pytest.mark.parametrize("call, cls, where", CHECK_FAILURES)
+def test_check_raises_what_grad_raises(eng, call, cls, where):
+    call = dict(call)
+    inputs = call.pop("inputs")
+    from_check = grad_error(cls, Engine(device="no device").check, network(), inputs, where=where, **call)
+    from_grad = grad_error(cls, eng.grad, network(), inputs, where=where, **call)
+    assert (from_check.code, from_check.message) == (from_grad.code, from_grad.message)
+
+
+def test_check_compiles_nothing_and_returns_the_bound_inputs():
+    checker = Engine(device="no device")  # check() must never ask JAX for a device
+    xs = checker.check(network(), {"y": Y, "x": X}, get_all=True, sens_param=True, sens=S)
+    assert [x.shape for x in xs] == [(2, 3), (2, 3)]
+    np.testing.assert_array_equal(xs[1], Y)
+    assert checker.stats["misses"] == 0 and checker.stats["size"] == 0
