@@ -7,7 +7,8 @@ Two workloads, each with the engine's compiled executable already cached (warm):
 
 The hand-written side writes the forward in ``jnp`` directly, jits the function that returns the
 VJP's gradients, keeps the parameters on the device (as the engine does), is called with the same
-NumPy inputs and ends with the same ``jax.device_get``; so the ratio engine / hand-written is the
+NumPy inputs and ends the way the engine does (``np.asarray`` of each result on the CPU,
+``jax.device_get`` elsewhere; see ``engine.engine.to_host``); so the ratio engine / hand-written is the
 engine's own overhead. Calls alternate between the two sides (ABAB, order swapped every call) so
 that load from other processes hits both alike. Gradients are checked equal before timing.
 
