@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import logging
 import math
 import threading
@@ -333,15 +332,14 @@ class Service:
             if net is None:
                 net = await run_in_threadpool(self.registry.get, namespace, network_id)
             return net
-        # Inline: parsed once per distinct network text, then kept in an LRU.
-        raw = parsed.inline_binary(doc["network"], "network") if parsed.binary else doc["network"]
-        key = hashlib.blake2b(orjson.dumps(raw), digest_size=20).digest()
+        # Inline: parsed once per distinct network as sent, then kept in an LRU.
+        key = parsed.fingerprint(doc["network"])
         net = self._inline.get(key)
         if net is not None:
             self._inline.move_to_end(key)
             return net
-        if not parsed.binary:
-            parsed.inline_binary(raw, "network")  # refuses binary_data_size without the framing
+        # b64 for the parser; without the framing, a tensor that says binary_data_size is refused
+        raw = parsed.inline_binary(doc["network"], "network")
         parse = self._parse_network
         net = await run_in_threadpool(parse, raw, "network.") if big else parse(raw, "network.")
         self._inline[key] = net

@@ -13,6 +13,7 @@ A response is JSON (``output_encoding`` ``json`` or ``b64``) or the same binary 
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -136,6 +137,16 @@ class Body:
             return {k: self.tensor(t, f"{path}.{k}", max_elements) for k, t in raw.items()}
         kind = "a list of tensors or an object of named tensors" if named else "a list of tensors"
         raise engine.ArgumentError(f"'{path}' must be {kind}", path)
+
+    def fingerprint(self, doc: Any) -> bytes:
+        """A digest of ``doc`` as it was sent: its JSON text and, in order, the bytes of the binary
+        tensors it holds (hashed where they lie: no b64 copy of a network's weights per request).
+        The same network sent in two framings has two fingerprints."""
+        digest = hashlib.sha256(orjson.dumps(doc))
+        if self.binary:
+            for _, tensor in _binary_tensors(doc, ""):
+                digest.update(self.binary[id(tensor)])
+        return digest.digest()
 
     def inline_binary(self, doc: Any, path: str = "") -> Any:
         """``doc`` (a network, at ``path``) with its binary tensors rewritten as ``b64`` tensors.

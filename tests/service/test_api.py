@@ -500,3 +500,23 @@ def test_a_bug_is_a_json_500_that_says_so(tmp_path, caplog):
     assert "kaboom" in caplog.text  # logged, with its traceback
     assert metric(metrics_r.text, "gradserve_requests_total", route="/boom", method="GET", status="500") == 1
     error_of(grad_r, 503)  # nothing started (no registry, no pool): a 503, not a crash
+
+
+def test_inline_binary_networks_differing_only_in_weight_bytes_are_not_confused(client, tutorial):
+    """An inline network in the binary framing is cached by its JSON text and its weights' bytes:
+    two requests whose JSON parts are identical but whose parameter bytes differ get each their
+    own network (the tutorial's z = 1 and z = 2: every gradient doubles)."""
+    request = tutorial[1]["request"]  # get_all
+
+    def grads(z: float) -> list[np.ndarray]:
+        doc = orjson.loads(orjson.dumps(request))
+        doc["network"]["parameters"][0]["value"]["data"] = [z]
+        body, headers = encode_request(doc, "binary")
+        r = client.post("/grad", content=body, headers=headers)
+        assert r.status_code == 200, r.text
+        return decode_response(r)["gradients"]
+
+    one, two, one_again = grads(1.0), grads(2.0), grads(1.0)
+    for a, b, c in zip(one, two, one_again, strict=True):
+        np.testing.assert_allclose(b, 2 * a, rtol=1e-6)
+        np.testing.assert_array_equal(c, a)
