@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     network_cache_size: int = Field(128, ge=1, description="parsed networks kept in memory (LRU)")
     compile_cache_size: int = Field(64, ge=1, description="compiled executables per worker (LRU)")
     compile_cache_dir: Path | None = Field(None, description="persistent XLA compile cache directory")
-    queue_size: int = Field(64, ge=1, description="requests queued or running per worker before 503")
+    queue_size: int = Field(64, ge=1, description="requests queued, running or being read per worker before 503")
     timeout_ms: int = Field(30000, ge=1, description="default deadline of a /grad request")
     max_body_bytes: int = Field(256 * 1024 * 1024, ge=1, description="largest request body")
     max_tensor_elements: int = Field(64 * 1024 * 1024, ge=1, description="largest tensor (and intermediate), in elements")

@@ -17,7 +17,9 @@ backend itself (it would take a GPU): a short-lived probe process counts the GPU
   runs on the event loop (``add_reader``/``add_writer``: no thread hand-off, which under load
   would wait for the GIL); what the socket cannot take at once is written when it can.
 - **Back-pressure**: at most ``settings.queue_size`` jobs queued or running per worker; beyond
-  that :class:`QueueFullError` (503 with ``Retry-After``).
+  that :class:`QueueFullError` (503 with ``Retry-After``). A request takes its place with
+  :meth:`WorkerPool.admit` before its body is read (requests still being read and validated count),
+  so under overload the 503 comes at once and costs no parsing.
 - **Deadlines**: the caller stops waiting at ``job.deadline`` (:class:`DeadlineExceededError`);
   the worker finishes or skips the job (a job whose deadline passed while it was queued is not
   computed) and the late result is dropped.
