@@ -26,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -50,6 +50,9 @@ from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .registry import NetworkRegistry, RegistryUnavailableError
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .workers import Admission
 
 log = logging.getLogger("gradserve.app")
 
@@ -250,7 +253,7 @@ class Service:
         return response.status_code
 
     async def _grad(self, namespace: str, body: bytes, headers: Mapping[str, str], arrived: float,
-                    admission: Any = None) -> Response:
+                    admission: Admission | None = None) -> Response:
         settings = self.settings
         t0 = time.perf_counter()
         # Only a large JSON text is worth the thread pool (parsing it, decoding its tensors): the
@@ -333,7 +336,8 @@ class Service:
                 net = await run_in_threadpool(self.registry.get, namespace, network_id)
             return net
         # Inline: parsed once per distinct network as sent, then kept in an LRU.
-        key = parsed.fingerprint(doc["network"])
+        fingerprint = parsed.fingerprint
+        key = await run_in_threadpool(fingerprint, doc["network"]) if big else fingerprint(doc["network"])
         net = self._inline.get(key)
         if net is not None:
             self._inline.move_to_end(key)
