@@ -523,7 +523,8 @@ class WorkerPool:
             raise NotReadyError("no engine worker is ready: they are restarting")
         proc, load = self._pick(candidates, job.network_id)
         if load >= self.settings.queue_size:
-            raise self._queue_full(len(candidates), proc, load)
+            raise self._queue_full(len(candidates), proc, f"{load} requests queued or running on the least loaded "
+                                   f"one (queue_size {self.settings.queue_size})")
         if job.network_id not in proc.networks:
             job = dataclasses.replace(job, network_doc=network_doc())
         job_id = next(self._ids)
@@ -555,18 +556,22 @@ class WorkerPool:
         if ready:  # none ready: submit says why
             room = limit * len(ready) - self._admitted
             # len(pending) bounds a worker's load from above: the common case counts nothing
-            if sum(len(p.pending) for p in ready) >= room and sum(min(p.load, limit) for p in ready) >= room:
-                least = min(ready, key=lambda p: p.load)
-                raise self._queue_full(len(ready), least, least.load)
+            if sum(len(p.pending) for p in ready) >= room:
+                used = sum(min(p.load, limit) for p in ready)
+                if used >= room:
+                    raise self._queue_full(
+                        len(ready), min(ready, key=lambda p: p.load),
+                        f"{used + self._admitted} requests queued, running or being read for its {limit * len(ready)} "
+                        f"places (queue_size {limit} per worker)",
+                    )
         self._admitted += 1
         return Admission(self)
 
-    def _queue_full(self, workers: int, proc: _Proc, load: int) -> QueueFullError:
-        return QueueFullError(
-            f"all {workers} engine worker(s) are busy: {load} requests queued or running "
-            f"on the least loaded one (queue_size {self.settings.queue_size}); retry later",
-            retry_after=float(max(1, min(30, math.ceil(proc.slot.service_s)))),
-        )
+    @staticmethod
+    def _queue_full(workers: int, proc: _Proc, how_full: str) -> QueueFullError:
+        """503, with ``Retry-After`` from ``proc``'s recent time per job."""
+        return QueueFullError(f"all {workers} engine worker(s) are busy: {how_full}; retry later",
+                              retry_after=float(max(1, min(30, math.ceil(proc.slot.service_s)))))
 
     def _expire(self, proc: _Proc, job_id: int, future: asyncio.Future[JobResult]) -> None:
         """The job's deadline passed: its caller gets a 504 now; the worker skips the job if it
