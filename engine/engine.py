@@ -300,23 +300,28 @@ class Engine:
              sens_values: Any, compile_s: float, hit: bool) -> GradResult:
         t0 = time.perf_counter()
         values, g_x, g_w = compiled(xs, params, sens_values)
-        # Only what the caller gets comes to the host.
+        # Only what the caller gets comes to the host, in one transfer.
         if spec.get_all and spec.get_by_list:
-            (g_x, g_w), names = to_host((g_x, g_w), self._zero_copy), [list(net.input_names), list(spec.weights)]
-            gradients: Any = [g_x, g_w]
+            wanted, names = [g_x, g_w], [list(net.input_names), list(spec.weights)]
         elif spec.get_all:
-            (gradients,), names = to_host((g_x,), self._zero_copy), list(net.input_names)
+            wanted, names = [g_x], list(net.input_names)
         elif spec.get_by_list:
-            (gradients,), names = to_host((g_w,), self._zero_copy), list(spec.weights)
-        else:
-            ((gradients,),), names = to_host((g_x[:1],), self._zero_copy), net.input_names[0]
+            wanted, names = [g_w], list(spec.weights)
+        else:  # GradOperation(): the first input's gradient alone
+            wanted, names = [g_x[:1]], net.input_names[0]
         if spec.return_value:
-            (values,) = to_host((values,), self._zero_copy)
+            wanted.append(values)
+        fetched = to_host(wanted, self._zero_copy)
+        value = fetched.pop() if spec.return_value else None
         compute_s = time.perf_counter() - t0
+        if spec.get_all and spec.get_by_list:
+            gradients: Any = fetched
+        else:
+            gradients = fetched[0] if spec.get_all or spec.get_by_list else fetched[0][0]
         return GradResult(
             gradients=gradients,
             gradient_names=names,
-            value=values if spec.return_value else None,
+            value=value,
             timing_ms={"compile": compile_s * 1e3, "compute": compute_s * 1e3},
             cache_hit=hit,
         )
