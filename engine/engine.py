@@ -101,7 +101,7 @@ class Engine:
     def bind_inputs(self, net: Network, inputs: Sequence[Array] | Mapping[str, Array]) -> list[Array]:
         """The inputs as arrays in the network's order, each checked against its declared dtype and shape."""
         if isinstance(inputs, Mapping):
-            names = [spec.name for spec in net.inputs]
+            names = list(net.input_names)
             unknown = [k for k in inputs if k not in names]
             if unknown:
                 raise ArgumentError(f"unknown input '{unknown[0]}': this network's inputs are {names}", f"inputs.{unknown[0]}")
@@ -111,7 +111,7 @@ class Engine:
             inputs = [inputs[n] for n in names]
         if len(inputs) != len(net.inputs):
             raise ArgumentError(
-                f"the network takes {len(net.inputs)} input(s) ({', '.join(s.name for s in net.inputs)}), got {len(inputs)}",
+                f"the network takes {len(net.inputs)} input(s) ({', '.join(net.input_names)}), got {len(inputs)}",
                 "inputs",
             )
         bound = []

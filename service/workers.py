@@ -515,7 +515,7 @@ class WorkerPool:
         now = time.monotonic()
         if job.deadline and now >= job.deadline:
             raise DeadlineExceededError("the request's deadline (timeout_ms) passed before it reached a worker")
-        candidates = [p for p in self._live() if p.ready]
+        candidates = self._ready()
         if not candidates:
             if not self._all_answered:
                 done = sum(1 for s in self._slots if s.ever_ready)
@@ -552,7 +552,7 @@ class WorkerPool:
         costs no parsing, and a burst gets its refusals before any body is read. The place is
         given back by :meth:`submit` (the job takes it) or by :meth:`Admission.release`."""
         limit = self.settings.queue_size
-        ready = [p for p in self._live() if p.ready]
+        ready = self._ready()
         if ready:  # none ready: submit says why
             room = limit * len(ready) - self._admitted
             # len(pending) bounds a worker's load from above: the common case counts nothing
@@ -605,6 +605,10 @@ class WorkerPool:
 
     def _live(self) -> list[_Proc]:
         return [s.proc for s in self._slots if s.proc is not None and s.proc.alive]
+
+    def _ready(self) -> list[_Proc]:
+        """The live workers that answered their handshake: those a job can go to."""
+        return [p for p in self._live() if p.ready]
 
     # -- introspection ---------------------------------------------------------------------
 
