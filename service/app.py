@@ -42,7 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import engine
 from engine.engine import signature
 
-from . import codec, models
+from . import codec, docs_pages, models
 from .auth import Authenticator
 from .errors import NotReadyError, PayloadTooLargeError, UnavailableError
 from .jobs import GradJob, JobResult
@@ -720,6 +720,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         lifespan=service.lifespan,
         separate_input_output_schemas=False,
+        docs_url=None, redoc_url=None,  # FastAPI's pages load from CDNs: service.docs_pages serves them
         openapi_tags=[
             {"name": "gradients", "description": "GradOperation"},
             {"name": "networks", "description": "the registry of networks (content-addressed)"},
@@ -795,6 +796,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def metrics() -> Response:
         return service.metrics_page()
 
+    docs_pages.install(app)  # /docs, /redoc and their assets, all served from here
     app.add_exception_handler(engine.GradnetError, _on_gradnet_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
