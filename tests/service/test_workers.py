@@ -36,9 +36,8 @@ from service.jobs import GradJob, JobResult
 from service.settings import Settings
 from service.worker_main import recv_msg, send_msg
 from service.workers import PoolStartError, WorkerPool, _may_have_gpu
+from tests.support import FIXTURES, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = Path("/work/shared/fixtures") if Path("/work/shared/fixtures").is_dir() else ROOT / "shared" / "fixtures"
 TUTORIAL = json.loads((FIXTURES / "tutorial.json").read_text())["cases"]
 START_TIMEOUT_S = 60.0
 
