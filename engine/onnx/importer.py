@@ -117,7 +117,7 @@ class Builder:
         """The gradnet reference of ``v``; a constant becomes a frozen parameter the first time."""
         if v.ref is None:
             hint = self.node.outputs[0] if self.node is not None and self.node.outputs else "const"
-            v.ref = self.parameter(self.fresh(f"{hint}/const"), np.ascontiguousarray(v.const), False)
+            v.ref = self.parameter(self.fresh(f"{hint}/const"), np.array(v.const, order="C"), False)
         return v.ref
 
     def op(self, op: str, inputs: Sequence[Val], attrs: dict[str, Any] | None = None,
@@ -234,7 +234,7 @@ def _to_array(tensor, where: str) -> np.ndarray:
     dtype_name(arr.dtype) if arr.dtype.kind != "O" else None
     if arr.dtype.kind in "OSU":
         raise UnsupportedOnnxModelError(f"{where} '{tensor.name}' is a string tensor: gradnet/1 has no strings")
-    return np.ascontiguousarray(arr)
+    return np.array(arr, order="C")
 
 
 def _attrs(node) -> dict[str, Any]:
