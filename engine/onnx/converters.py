@@ -564,7 +564,9 @@ def _conv_transpose(b: Builder, n: Node) -> list:
         spatial = need_static(n, x)[2:]
         want = n.attr("output_shape")
         want = [int(v) for v in want][-k:] if want is not None else [s * st for s, st in zip(spatial, strides)]
-        lower = n.attr("auto_pad", "NOTSET") == "SAME_LOWER"
+        # the spec: SAME_UPPER puts the smaller half first; SAME_LOWER and an output_shape
+        # without auto_pad put it last
+        lower = n.attr("auto_pad", "NOTSET") != "SAME_UPPER"
         begin, end = [], []
         for size, kk, s, d, op_, o in zip(spatial, kernel, strides, dilations, output_padding, want):
             total = s * (size - 1) + op_ + (kk - 1) * d + 1 - o
