@@ -188,3 +188,12 @@ def test_shellcheck_reports_nothing():
         pytest.skip("shellcheck not installed (Debian: apt-get install shellcheck)")
     r = subprocess.run([exe, str(SCRIPT)], capture_output=True, text=True, check=False, timeout=60)
     assert r.returncode == 0, r.stdout
+
+
+def test_ci_runs_the_container_test_and_fails_with_it():
+    text = (ROOT / ".ci" / "run").read_text()
+    block = text.split("# -- container test", 1)[1].split("# -- end container test", 1)[0]
+    (line,) = [ln for ln in block.splitlines()[1:] if ln.strip() and not ln.lstrip().startswith("#")]
+    assert line.startswith("deploy/container-test.sh </dev/null ||"), line
+    assert "test_rc=1" in line  # a failed container test fails CI (the last line checks test_rc)
+    assert text.rstrip().splitlines()[-1].startswith('[ "$test_rc" -eq 0 ]')
