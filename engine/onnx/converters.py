@@ -164,7 +164,17 @@ def _clip(b: Builder, n: Node) -> list:
 
 @converter("Softmax", "LogSoftmax")
 def _softmax(b: Builder, n: Node) -> list:
-    return [b.op(n.op_type, [n.inputs[0]], {"axis": int(n.attr("axis", -1))}, name=out(n))]
+    x = n.inputs[0]
+    if n.opset >= 13:
+        return [b.op(n.op_type, [x], {"axis": int(n.attr("axis", -1))}, name=out(n))]
+    # before opset 13: the input is seen as 2-D, [prod(shape[:axis]), prod(shape[axis:])], and
+    # normalized over its second axis: over all the axes from `axis` on
+    r = need_rank(n, x)
+    axes = list(range(axis_of(int(n.attr("axis", 1)), r), r))
+    if len(axes) == 1 or n.op_type == "Softmax":
+        return [b.op(n.op_type, [x], {"axis": axes[0] if len(axes) == 1 else axes}, name=out(n))]
+    lse = b.op("LogSumExp", [x], {"axis": axes, "keep_dims": True})
+    return [b.op("Sub", [x, lse], name=out(n))]
 
 
 @converter("Cast")

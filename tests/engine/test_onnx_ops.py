@@ -154,6 +154,30 @@ def test_softmax(eng, op, axis):
     check(eng, op, {"x": f32(2, 3, 2)}, {"axis": axis}, opset=13)
 
 
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+@pytest.mark.parametrize("axis", [0, 1, 2, -1])
+def test_softmax_before_opset_13_normalizes_the_trailing_axes(eng, op, axis):
+    # The reference evaluator implements opset 13's Softmax for every opset; opset 11's spec:
+    # the input seen as [prod(shape[:axis]), prod(shape[axis:])], normalized along its rows.
+    x = f64(2, 3, 2)
+    data, _ = build(op, {"x": x}, {"axis": axis}, opset=11)
+    _, result = run(eng, data, {"x": x})
+    k = axis % 3
+    rows = x.reshape(int(np.prod(x.shape[:k])), -1)
+    z = rows - rows.max(axis=1, keepdims=True)
+    soft = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    expected = (soft if op == "Softmax" else np.log(soft)).reshape(x.shape)
+    np.testing.assert_allclose(result.value[0], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_opset_11_spellings(eng):
+    check(eng, "Squeeze", {"x": f32(1, 3, 1)}, {"axes": [0]}, opset=11)
+    check(eng, "Unsqueeze", {"x": f32(3)}, {"axes": [0, 2]}, opset=11)
+    check(eng, "Split", {"x": f32(2, 5)}, {"axis": 1, "split": [2, 3]}, outputs=2, opset=11)
+    check(eng, "ReduceSum", {"x": f32(2, 3)}, {"axes": [1], "keepdims": 0}, opset=11)
+    check(eng, "Dropout", {"x": f32(2, 3)}, {"ratio": 0.3}, opset=11)
+
+
 def test_clip(eng):
     check(eng, "Clip", {"x": f32(2, 5)}, inits={"lo": np.asarray(-0.5, F), "hi": np.asarray(0.25, F)}, opset=13)
     check(eng, "Clip", {"x": f32(2, 5)}, inits={"hi": np.asarray(0.25, F)}, order=["x", "", "hi"], opset=13)
