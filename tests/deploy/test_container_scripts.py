@@ -11,6 +11,7 @@ The script itself (podman build, run, compose) is run by CI (``.ci/run``), not b
 from __future__ import annotations
 
 import configparser
+import importlib.util
 import os
 import shutil
 import signal
@@ -197,3 +198,79 @@ def test_ci_runs_the_container_test_and_fails_with_it():
     assert line.startswith("deploy/container-test.sh </dev/null ||"), line
     assert "test_rc=1" in line  # a failed container test fails CI (the last line checks test_rc)
     assert text.rstrip().splitlines()[-1].startswith('[ "$test_rc" -eq 0 ]')
+
+
+# -- gpu-check.sh: refuses clearly where there is no GPU -------------------------------------------
+
+GPU_CHECK = DEPLOY / "gpu-check.sh"
+
+
+def _stub(folder: Path, name: str, body: str) -> None:
+    path = folder / name
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(0o755)
+
+
+def _gpu_check(tmp_path: Path, *args: str, stubs: dict[str, str]) -> subprocess.CompletedProcess:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, body in stubs.items():
+        _stub(bin_dir, name, body)
+    # the stubs, then the basics (bash, sed, awk...) but nothing else: no real nvidia-smi or make
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path),
+           "VENV": str(Path(sys.executable).parent.parent)}
+    return subprocess.run([str(GPU_CHECK), *args], capture_output=True, text=True, check=False, env=env,
+                          timeout=300, cwd=tmp_path)
+
+
+def test_gpu_check_refuses_without_nvidia_smi(tmp_path):
+    if shutil.which("nvidia-smi", path="/usr/bin:/bin"):
+        pytest.skip("this host has nvidia-smi in /usr/bin")
+    r = _gpu_check(tmp_path, stubs={"make": "echo make must not run >&2; exit 99"})
+    assert r.returncode == 3, r.stderr
+    assert "no nvidia-smi on PATH" in r.stderr and "nothing was run" in r.stderr
+    assert "make must not run" not in r.stderr
+
+
+def test_gpu_check_refuses_when_nvidia_smi_lists_no_gpu(tmp_path):
+    r = _gpu_check(tmp_path, stubs={"nvidia-smi": "exit 0", "make": "echo make must not run >&2; exit 99"})
+    assert r.returncode == 3 and "nvidia-smi lists no GPU" in r.stderr, r.stderr
+    r = _gpu_check(tmp_path, stubs={"nvidia-smi": "echo 'NVIDIA-SMI has failed' >&2; exit 9", "make": "exit 99"})
+    assert r.returncode == 3 and "nvidia-smi failed: NVIDIA-SMI has failed" in r.stderr, r.stderr
+
+
+def test_gpu_check_refuses_when_jax_sees_no_gpu(tmp_path):
+    """nvidia-smi (a stub) lists a card, but this venv's JAX is the CPU build: with --no-install
+    the check stops there, names the reason, and runs no test."""
+    if importlib.util.find_spec("jax_cuda12_plugin") is not None:
+        pytest.skip("this venv has JAX's CUDA plugin: its JAX may well see a GPU")
+    before = set((ROOT / "var" / "gpu-check").glob("*")) if (ROOT / "var" / "gpu-check").exists() else set()
+    r = _gpu_check(tmp_path, "--no-install", stubs={
+        "nvidia-smi": "echo '0, NVIDIA H100 80GB HBM3, 81559 MiB, 550.54.15, 9.0'",
+        "make": "exit 0",  # the venv is this test's own
+        "wrk": "exit 0",
+    })
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert "sees no GPU" in r.stderr and "--no-install" in r.stderr, r.stderr
+    assert "GPU(s): 0, NVIDIA H100" in r.stdout
+    after = set((ROOT / "var" / "gpu-check").glob("*")) if (ROOT / "var" / "gpu-check").exists() else set()
+    assert after == before, "no output folder before the GPU is confirmed"
+
+
+def test_gpu_check_usage():
+    r = subprocess.run([str(GPU_CHECK), "--help"], capture_output=True, text=True, check=False, timeout=30)
+    assert r.returncode == 0 and "--record" in r.stdout and "--no-install" in r.stdout
+    r = subprocess.run([str(GPU_CHECK), "--bogus"], capture_output=True, text=True, check=False, timeout=30)
+    assert r.returncode == 2 and "unknown argument" in r.stderr
+    if shutil.which("shellcheck"):
+        lint = subprocess.run(["shellcheck", str(GPU_CHECK)], capture_output=True, text=True, check=False)
+        assert lint.returncode == 0, lint.stdout
+
+
+def test_make_gpu_check_runs_the_script():
+    if shutil.which("make") is None:
+        pytest.skip("make not installed")
+    out = subprocess.run(["make", "-n", "gpu-check", "GPU_CHECK_ARGS=--record"], cwd=ROOT, capture_output=True,
+                         text=True, check=False, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "deploy/gpu-check.sh --record" in out.stdout, out.stdout
