@@ -112,13 +112,15 @@ class LSTMModel(nn.Module):
 
 
 class GRUModel(nn.Module):
+    """Two outputs: the sequence and the last hidden states (a tuple, so sens is a list)."""
+
     def __init__(self):
         super().__init__()
         self.gru = nn.GRU(4, 5, batch_first=True, bidirectional=True)
 
     def forward(self, x):
-        y, _ = self.gru(x)
-        return y
+        y, h = self.gru(x)
+        return y, h * 2
 
 
 class Embedding(nn.Module):
@@ -162,16 +164,34 @@ class Decoder(nn.Module):
         return self.conv(torch.flatten(h, 2))
 
 
+class Activations(nn.Module):
+    """GroupNorm and the activations PyTorch models use beyond ReLU: SiLU, ELU, SELU, CELU,
+    Hardswish, Hardsigmoid, PReLU, Mish, Softplus, ReLU6, and an upper-triangular mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.norm = nn.GroupNorm(2, 4)
+        self.prelu = nn.PReLU(4)
+
+    def forward(self, x):
+        h = nn.functional.silu(self.norm(self.conv(x)))
+        h = nn.functional.elu(h, 0.7) + nn.functional.selu(h) + nn.functional.celu(h, 1.3)
+        h = nn.functional.hardswish(h) + nn.functional.hardsigmoid(h) + self.prelu(h)
+        h = nn.functional.mish(h) + nn.functional.softplus(h) + nn.functional.relu6(h * 4)
+        return torch.triu(h, diagonal=1)
+
+
 def _inputs(name: str, g: torch.Generator) -> tuple[torch.Tensor, ...]:
     shapes = {"mlp": (3, 6), "mlp_dynamic": (3, 6), "stem": (2, 3, 16, 16), "decoder": (2, 3, 3, 3), "cnn": (2, 2, 8, 8), "resblock": (2, 3, 6, 6), "transformer": (2, 5, 8),
-              "lstm": (2, 5, 4), "gru": (2, 3, 4)}
+              "lstm": (2, 5, 4), "gru": (2, 3, 4), "activations": (2, 2, 4, 4)}
     if name == "embedding":
         return (torch.tensor([[1, 3, 3, 7, 0], [9, 2, 5, 5, 1]], dtype=torch.int64),)
     return (torch.randn(*shapes[name], generator=g),)
 
 
 MODELS = {"mlp": MLP, "mlp_dynamic": MLP, "stem": Stem, "decoder": Decoder, "cnn": CNN, "resblock": BasicBlock, "transformer": Encoder, "lstm": LSTMModel,
-          "gru": GRUModel, "embedding": Embedding}
+          "gru": GRUModel, "embedding": Embedding, "activations": Activations}
 
 
 #: (conv, batchnorm) pairs that an exporter may fuse into one Conv (W * s, (b - mean) * s + beta,

@@ -148,6 +148,28 @@ def test_gelu_opset_20(eng, approximate):
         np.testing.assert_allclose(result.value[0].reshape(-1), exact, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("op, attrs", [
+    ("Elu", {}), ("Elu", {"alpha": 0.5}), ("Selu", {}), ("Celu", {"alpha": 1.5}), ("HardSigmoid", {}),
+    ("HardSigmoid", {"alpha": 0.3, "beta": 0.4}), ("HardSwish", {}), ("Mish", {}), ("Softsign", {}),
+])
+def test_activations(eng, op, attrs):
+    x = f64(3, 4) * 3
+    x[0, 0] = 100.0  # exp(100) in the branch Select drops must not make the gradient NaN
+    # ONNX float attrs (and the reference's defaults) are float32: 1e-6 apart from float64 ones
+    check(eng, op, {"x": x}, attrs, opset=18, tol=1e-6, fd=True)
+
+
+def test_prelu(eng):
+    check(eng, "PRelu", {"x": f64(2, 3, 2, 2), "slope": f64(3, 1, 1)}, opset=16, tol=1e-12, fd=True)
+
+
+@pytest.mark.parametrize("upper", [0, 1])
+@pytest.mark.parametrize("k", [None, -1, 2])
+def test_trilu(eng, upper, k):
+    inits = {} if k is None else {"k": np.asarray(k, np.int64)}
+    check(eng, "Trilu", {"x": f64(2, 3, 4)}, {"upper": upper}, inits=inits, opset=14, tol=0, fd=True)
+
+
 @pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
 @pytest.mark.parametrize("axis", [-1, 0, 1])
 def test_softmax(eng, op, axis):
@@ -486,6 +508,7 @@ def test_supported_ops_cover_the_issue_list():
     wanted = """Gemm MatMul Add Sub Mul Div Pow Neg Sqrt Exp Log Erf Tanh Sigmoid Relu LeakyRelu Gelu Softmax
     LogSoftmax Conv ConvTranspose BatchNormalization LayerNormalization InstanceNormalization MaxPool AveragePool
     GlobalAveragePool Flatten Reshape Transpose Squeeze Unsqueeze Concat Split Slice Gather Expand Where Cast
-    Constant ConstantOfShape Shape Identity Dropout ReduceMean ReduceSum ReduceMax Einsum CastLike LSTM GRU""".split()
+    Constant ConstantOfShape Shape Identity Dropout ReduceMean ReduceSum ReduceMax Einsum CastLike LSTM GRU
+    Elu Selu Celu HardSigmoid HardSwish Mish PRelu Trilu""".split()
     missing = [op for op in wanted if op not in engine.onnx.SUPPORTED_OPS]
     assert not missing, missing

@@ -43,7 +43,8 @@ def load(case):
 
 
 def test_every_model_and_exporter_has_a_fixture():
-    models = {"mlp", "mlp_dynamic", "cnn", "resblock", "stem", "decoder", "transformer", "lstm", "gru", "embedding"}
+    models = {"mlp", "mlp_dynamic", "cnn", "resblock", "stem", "decoder", "transformer", "lstm", "gru", "embedding",
+              "activations"}
     exporters = {"dynamo", "dynamo_noopt", "torchscript"}
     have = {tuple(c.split(".")) for c in CASES}
     missing = sorted(f"{m}.{e}" for m in models for e in exporters if (m, e) not in have)
