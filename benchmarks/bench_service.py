@@ -37,9 +37,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(url: str, timeout: float = 120.0) -> None:
+def wait_ready(url: str, timeout: float = 120.0, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[2:4]} exited with status {proc.returncode} before {url} answered")
         try:
             if httpx.get(url, timeout=1.0).status_code == 200:
                 return
@@ -52,7 +54,12 @@ def wait_ready(url: str, timeout: float = 120.0) -> None:
 def start(cmd: list[str], ready_url: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_ready(ready_url)
+    try:
+        wait_ready(ready_url, proc=proc)
+    except BaseException:  # not left running when it never became ready
+        proc.kill()
+        proc.wait()
+        raise
     return proc
 
 
@@ -131,12 +138,17 @@ def main(argv: list[str] | None = None) -> int:
     echo = start([sys.executable, "-m", "uvicorn", "benchmarks.echo_app:app", "--port", str(echo_port), *uvicorn_flags],
                  f"http://127.0.0.1:{echo_port}/docs")
     with tempfile.TemporaryDirectory() as tmp:
-        server = start(
-            [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(grad_port),
-             "--workers", "1", "--device", args.device, "--registry-path", f"{tmp}/registry.sqlite3"],
-            f"http://127.0.0.1:{grad_port}/health/ready",
-            env={"GRADSERVE_LOG_LEVEL": "warning"},
-        )
+        try:
+            server = start(
+                [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(grad_port),
+                 "--workers", "1", "--device", args.device, "--registry-path", f"{tmp}/registry.sqlite3"],
+                f"http://127.0.0.1:{grad_port}/health/ready",
+                env={"GRADSERVE_LOG_LEVEL": "warning"},
+            )
+        except BaseException:
+            echo.terminate()
+            echo.wait(timeout=30)
+            raise
         try:
             base = f"http://127.0.0.1:{grad_port}"
             tut_id = httpx.post(f"{base}/networks", json=tutorial["network"]).json()["network_id"]
