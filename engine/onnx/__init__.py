@@ -10,7 +10,11 @@ catalog ops; nothing in it is executed. Inputs are the graph inputs that are not
 in graph order; parameters are the initializers under their ONNX names (floating ones
 trainable, the others frozen), followed by frozen parameters for the constants the converted
 nodes take as tensors (named ``<value>/const``); outputs are the graph outputs in order. Free
-(symbolic) dimensions of the inputs stay free (``null``). Errors are the engine's:
+(symbolic) dimensions of the inputs stay free (``null``): the shapes a graph computes from them
+(``Shape``, and the integer arithmetic on it) are carried symbolically, so a ``Reshape`` with one
+free entry gets ``-1`` and an ``Expand`` to the input's own free dimension keeps it; a graph that
+needs two free sizes in one attr, or a free size as a tensor, is refused
+(``unsupported_onnx_op``) with the reason. Errors are the engine's:
 :class:`InvalidOnnxError` (``invalid_onnx``, 400), :class:`UnsupportedOnnxOpError`
 (``unsupported_onnx_op``, 422, naming the node, op type and opset),
 :class:`OnnxExternalDataError` (``onnx_external_data``, 422),

@@ -92,11 +92,14 @@ UNARY = {"Neg": "Neg", "Sqrt": "Sqrt", "Exp": "Exp", "Log": "Log", "Erf": "Erf",
 @converter(*BINARY)
 def _binary(b: Builder, n: Node) -> list:
     x, y = n.inputs[0], n.inputs[1]
+    # a free-dimension-shaped constant (size 1 there) broadcasts against a full operand
+    ok = (x.broadcast != y.broadcast) and (y if x.broadcast else x).rank is not None and \
+        (y if x.broadcast else x).rank >= (x if x.broadcast else y).rank
     if n.op_type == "Div" and np.issubdtype(x.dtype, np.integer):
         raise n.unsupported("integer Div of non-constant tensors (ONNX truncates, the catalog's Div floors)")
     if n.op_type == "Pow" and y.dtype != x.dtype and y.const is not None:
         y = constant(y.const.astype(x.dtype))  # x ** 2 with an integer exponent: x's dtype
-    return [b.op(BINARY[n.op_type], [x, y], name=out(n))]
+    return [b.op(BINARY[n.op_type], [x, y], name=out(n), broadcast_ok=ok)]
 
 
 @converter(*UNARY)
@@ -306,10 +309,13 @@ def _constant_value(n: Node) -> np.ndarray:
 
 @converter("ConstantOfShape")
 def _constant_of_shape(b: Builder, n: Node) -> list:
-    shape = ints(static(n, 0, "shape"))
+    shape = _shape_entries(n, 0, "shape")
     value = n.attr("value")
     value = np.zeros(1, np.float32) if value is None else value
-    return [constant(np.full(shape, value.reshape(-1)[0], value.dtype))]
+    free = [isinstance(d, str) for d in shape]
+    v = constant(np.full([1 if f else d for d, f in zip(shape, free)], value.reshape(-1)[0], value.dtype))
+    v.broadcast = any(free)
+    return [v]
 
 
 @converter("Shape", "Size")
@@ -324,28 +330,51 @@ def _shape(b: Builder, n: Node) -> list:
     start, end = n.attr("start", 0), n.attr("end", r)
     start, end = max(0, min(r, axis_of(start, r))), max(0, min(r, axis_of(end, r)))
     picked = dims[start:end]
-    if any(d is None for d in picked):
-        raise n.unsupported(
-            f"its input has the free dimension(s) {[i + start for i, d in enumerate(picked) if d is None]} "
-            "and gradnet/1 needs the shapes the graph computes as constants: export the model with static "
-            "shapes, or with a free dimension that no Shape reads")
-    return [constant(np.asarray(picked, np.int64))]
+    if all(d is not None for d in picked):
+        return [constant(np.asarray(picked, np.int64))]
+    # free dimensions: a symbolic shape, which Reshape and Expand can still read
+    symbols = x.symbols or (None,) * r
+    entries = [d if d is not None else (symbols[start + i] or f"?{n.input_names[0]}[{start + i}]")
+               for i, d in enumerate(picked)]
+    return [symbolic(np.asarray(entries, dtype=object))]
+
+
+def symbolic(value: np.ndarray) -> Val:
+    """A folded shape value: a constant when every entry is known, else a symbolic one."""
+    value = np.asarray(value)
+    if value.dtype.kind in "US":  # np.take of an object array hands back a bare str
+        value = value.astype(object)
+    if value.dtype != object:
+        return constant(value)
+    if all(isinstance(e, (int, np.integer)) for e in value.reshape(-1)):
+        return constant(value.astype(np.int64))
+    return Val(None, tuple(value.shape), np.dtype(np.int64), sym=value)
+
+
+def _shape_entries(n: Node, i: int, what: str) -> list:
+    """A shape input's entries: ints, and a symbol (str) for each free dimension."""
+    v = n.input(i)
+    if v is not None and v.sym is not None:
+        return [e if isinstance(e, str) else int(e) for e in v.sym.reshape(-1)]
+    return ints(static(n, i, what))
 
 
 @converter("Reshape")
 def _reshape(b: Builder, n: Node) -> list:
     x = n.inputs[0]
-    shape = ints(static(n, 1, "shape"))
+    shape = _shape_entries(n, 1, "shape")
     allowzero = n.attr("allowzero", 0)
     target: list[int | None] = []
     for i, d in enumerate(shape):
-        if d == 0 and not allowzero:
+        if isinstance(d, str):
+            target.append(None)  # a free dimension: inferred (-1) below
+        elif d == 0 and not allowzero:
             if x.rank is None or i >= x.rank:
                 raise n.unsupported("a 0 in shape copies an input dimension, but the input's rank is unknown")
             target.append(x.shape[i])
         else:
             target.append(d)
-    if x.static:
+    if x.static and None not in target:
         size = math.prod(x.shape)
         known = math.prod(d for d in target if d != -1)
         final = [size // known if d == -1 and known else d for d in target]
@@ -355,7 +384,13 @@ def _reshape(b: Builder, n: Node) -> list:
             raise n.unsupported(f"the target shape {shape} leaves {len(unknown)} dimensions to infer from a "
                                 "tensor with free dimensions; gradnet's Reshape infers one (-1)")
         final = [-1 if d is None else d for d in target]
-    return [b.op("Reshape", [x], {"shape": final}, name=out(n))]
+    y = b.op("Reshape", [x], {"shape": final}, name=out(n))
+    if y.shape is None or len(y.shape) != len(final):  # the free entry is the one left to infer
+        y.shape = tuple(None if d == -1 else d for d in final)
+        free = [shape[i] for i, d in enumerate(final) if d == -1]
+        y.symbols = tuple((free[0] if free and isinstance(free[0], str) and not free[0].startswith("?") else None)
+                          if d == -1 else None for d in final)
+    return [y]
 
 
 @converter("Flatten")
@@ -482,16 +517,34 @@ def _gather(b: Builder, n: Node) -> list:
 @converter("Expand")
 def _expand(b: Builder, n: Node) -> list:
     x = n.inputs[0]
-    shape = ints(static(n, 1, "shape"))
+    shape = _shape_entries(n, 1, "shape")
     r = max(need_rank(n, x), len(shape))
     xs = [1] * (r - x.rank) + list(x.shape)
+    xsyms = [None] * (r - x.rank) + list(x.symbols or (None,) * x.rank)
     ts = [1] * (r - len(shape)) + shape
     target = []
+    placeholder = False
     for i, (a, t) in enumerate(zip(xs, ts)):
-        if t == 1:
+        if isinstance(t, str):
+            if a is None and xsyms[i] == t and i >= r - x.rank:
+                target.append(-1)  # the input's own free dimension
+            elif a == 1:
+                target.append(1)  # size 1, to be broadcast along the free dimension by what it meets
+                placeholder = True
+            else:
+                raise n.unsupported(f"it expands axis {i} to the free dimension '{t}'")
+        elif t == 1:
             target.append(-1 if a is None and i >= r - x.rank else (a if a is not None else 1))
         else:
             target.append(t)
+    if placeholder:
+        full = [1 if d == -1 else d for d in target]
+        if x.const is not None and x.foldable:
+            v = constant(np.broadcast_to(x.const.reshape([1] * (r - x.rank) + list(x.const.shape)), full).copy())
+        else:
+            v = b.op("BroadcastTo", [x], {"shape": full}, name=out(n), broadcast_ok=x.broadcast)
+        v.broadcast = True
+        return [v]
     if target == xs and r == x.rank:
         return [x]
     return [b.op("BroadcastTo", [x], {"shape": target}, name=out(n))]
@@ -830,9 +883,9 @@ def _rnn_common(n: Node, gates: int):
     if n.attr("clip") is not None:
         raise n.unsupported("clip")
     if n.attr("activations") is not None:
-        default = {3: ["Sigmoid", "Tanh", "Tanh"], 4: ["Sigmoid", "Tanh", "Tanh"]}
+        default = ["sigmoid", "tanh", "tanh"] if gates == 4 else ["sigmoid", "tanh"]
         acts = [a.lower() for a in n.attr("activations")]
-        if any(a != d.lower() for a, d in zip(acts, default[4] * 2)):
+        if acts != default * (len(acts) // len(default)) or len(acts) % len(default):
             raise n.unsupported(f"activations {n.attr('activations')} (only the defaults)")
     layout = int(n.attr("layout", 0))
     if layout:
@@ -853,7 +906,9 @@ def _rnn(b: Builder, n: Node, kind: str) -> list:
         raise n.unsupported("input_forget=1")
     if layout:
         x = b.op("Transpose", [x], {"input_perm": [1, 0, 2]})
-    seq, batch, _ = need_static(n, x, "its input X")
+    if x.rank != 3 or x.shape[0] is None:
+        raise n.unsupported("its input X needs a static sequence length (the steps are unrolled)")
+    seq, batch = x.shape[0], x.shape[1] or 1  # a free batch: zero states of size 1 broadcast
     h0, c0 = n.input(5), n.input(6) if kind == "LSTM" else None
     if layout:
         h0 = None if h0 is None else b.op("Transpose", [h0], {"input_perm": [1, 0, 2]})
@@ -866,8 +921,11 @@ def _rnn(b: Builder, n: Node, kind: str) -> list:
         def pick(v: Val | None) -> Val | None:
             if v is None:
                 return None
+            # an initial state may be a zeros constant of a free batch size (size 1 there): the
+            # step's Add broadcasts it
             return b.op("Squeeze", [b.op("Slice", [v], {"begin": [d] + [0] * (v.rank - 1),
-                                                       "size": [1] + [-1] * (v.rank - 1)})], {"axis": [0]})
+                                                       "size": [1] + [-1] * (v.rank - 1)}, broadcast_ok=True)],
+                        {"axis": [0]})
 
         wd, rd = pick(w), pick(r_)  # [G*H, I], [G*H, H]
         bd = pick(bias)  # [2*G*H]
@@ -1104,3 +1162,35 @@ def _constant_only(b: Builder, n: Node) -> list:
 
 for _name in CONSTANT_ONLY_OPS:
     CONVERTERS[_name] = _constant_only
+
+
+# -- folding shapes with free dimensions: the same folders on object arrays ---------------------------
+
+
+def _sym_arith(fn):
+    def entry(a, c):
+        if isinstance(a, str) or isinstance(c, str):
+            return "?"
+        return int(fn(int(a), int(c)))
+
+    vec = np.frompyfunc(entry, 2, 1)
+
+    def fold(n, x, y):
+        return [np.asarray(vec(np.asarray(x, dtype=object), np.asarray(y, dtype=object)), dtype=object)]
+
+    return fold
+
+
+def _sym_cast(n, x, *rest):
+    return [x]
+
+
+SYM_FOLDERS: dict[str, Callable[..., list]] = {
+    name: FOLDERS[name] for name in ("Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Identity", "Reshape")
+}
+SYM_FOLDERS.update({"Cast": _sym_cast, "CastLike": _sym_cast, "Add": _sym_arith(lambda a, c: a + c),
+                    "Sub": _sym_arith(lambda a, c: a - c), "Mul": _sym_arith(lambda a, c: a * c),
+                    "Div": _sym_arith(lambda a, c: math.trunc(a / c))})
+
+#: folders that keep a free-dimension-shaped constant one (its size-1 free axes stay where they are)
+BROADCAST_SAFE = frozenset({"Slice", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Cast", "CastLike"})

@@ -185,12 +185,40 @@ def test_control_flow_is_not_converted_and_not_run():
         engine.onnx.import_model(data)
 
 
-def test_a_shape_of_a_free_dimension_is_refused_with_the_reason():
-    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Reshape", ["x", "s"], ["y"])]
-    data = model_bytes(nodes, [vi("x", ["batch", 3])], [vi("y", ["batch", 3])])
-    with pytest.raises(UnsupportedOnnxOpError, match="free dimension") as info:
+def _split_heads(dims):
+    """Reshape x [*dims, 8] to [*dims, 2, 4] through Shape(x)[:-1] (what exporters write)."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Slice", ["s", "zero", "minus1"], ["lead"]),
+             helper.make_node("Concat", ["lead", "heads"], ["target"], axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["y"])]
+    inits = [numpy_helper.from_array(np.asarray(v, np.int64), n)
+             for n, v in (("zero", [0]), ("minus1", [-1]), ("heads", [2, 4]))]
+    return model_bytes(nodes, [vi("x", [*dims, 8])], [vi("y", [*dims, 2, 4])], inits)
+
+
+def test_a_shape_of_one_free_dimension_becomes_minus_one():
+    doc = engine.onnx.import_model(_split_heads(["batch", 3]))
+    assert doc["inputs"][0]["shape"] == [None, 3, 8]
+    assert [(n["op"], n["attrs"]) for n in doc["nodes"]] == [("Reshape", {"shape": [-1, 3, 2, 4]})]
+    net = engine.parse_network(doc)
+    x = RNG.normal(size=(5, 3, 8)).astype(np.float32)
+    result = engine.Engine().grad(net, [x], return_value=True)
+    np.testing.assert_array_equal(result.value[0], x.reshape(5, 3, 2, 4))
+
+
+def test_two_free_sizes_in_one_reshape_are_refused_with_the_reason():
+    with pytest.raises(UnsupportedOnnxOpError, match="2 dimensions to infer") as info:
+        engine.onnx.import_model(_split_heads(["batch", "seq"]))
+    assert info.value.op_type == "Reshape"
+
+
+def test_a_free_size_used_as_a_tensor_is_refused_with_the_reason():
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Cast", ["s"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["x", "f"], ["y"])]
+    data = model_bytes(nodes, [vi("x", ["batch", 1])], [vi("y", ["batch", 2])])
+    with pytest.raises(UnsupportedOnnxOpError, match="free dimensions, as a tensor") as info:
         engine.onnx.import_model(data)
-    assert info.value.op_type == "Shape"
+    assert info.value.op_type == "Mul"
 
 
 def test_external_data_is_refused_without_reading_a_file(tmp_path, monkeypatch):

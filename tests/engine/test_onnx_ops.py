@@ -498,6 +498,17 @@ def test_gru(eng, linear_before_reset, direction):
           inits=inits, order=["x", "w", "r", "b", "", "h0"], outputs=2, tol=1e-10, fd=True, opset=14)
 
 
+def test_explicit_default_activations_are_accepted_and_others_refused(eng):
+    h, i = 3, 2
+    inits = {"w": f32(2, 3 * h, i), "r": f32(2, 3 * h, h)}
+    attrs = {"hidden_size": h, "direction": "bidirectional", "activations": ["Sigmoid", "Tanh"] * 2}
+    check(eng, "GRU", {"x": f32(2, 1, i)}, attrs, inits=inits, outputs=2, opset=14)
+    data, _ = build("GRU", {"x": f32(2, 1, i)}, {**attrs, "activations": ["Sigmoid", "Relu"] * 2}, inits=inits,
+                    outputs=2, opset=14)
+    with pytest.raises(engine.onnx.UnsupportedOnnxOpError, match="activations"):
+        engine.onnx.import_model(data)
+
+
 def test_lstm_without_bias_and_with_batch_first_layout(eng):
     h, i = 3, 2
     check(eng, "LSTM", {"x": f32(2, 4, i)}, {"hidden_size": h, "layout": 1}, opset=14,
