@@ -27,7 +27,12 @@ from __future__ import annotations
 from typing import Any
 
 from .converters import CONSTANT_ONLY_OPS, SUPPORTED_OPS
-from .errors import InvalidOnnxError, OnnxExternalDataError, UnsupportedOnnxModelError, UnsupportedOnnxOpError
+from .errors import (
+    InvalidOnnxError,
+    OnnxExternalDataError,
+    UnsupportedOnnxModelError,
+    UnsupportedOnnxOpError,
+)
 from .importer import MAX_OPSET, MIN_OPSET, convert
 
 

@@ -877,7 +877,6 @@ def _instance_norm(b: Builder, n: Node) -> list:
 
 
 def _rnn_common(n: Node, gates: int):
-    x, w, r_ = n.inputs[0], n.inputs[1], n.inputs[2]
     if n.input(4) is not None:
         raise n.unsupported("sequence_lens (variable-length sequences); leave the input empty")
     if n.attr("clip") is not None:
@@ -887,9 +886,7 @@ def _rnn_common(n: Node, gates: int):
         acts = [a.lower() for a in n.attr("activations")]
         if acts != default * (len(acts) // len(default)) or len(acts) % len(default):
             raise n.unsupported(f"activations {n.attr('activations')} (only the defaults)")
-    layout = int(n.attr("layout", 0))
-    if layout:
-        x = None  # handled by the caller (transpose)
+    layout = int(n.attr("layout", 0))  # 1 (batch first): the caller transposes
     hidden = int(n.attr("hidden_size"))
     direction = n.attr("direction", "forward")
     dirs = {"forward": [False], "reverse": [True], "bidirectional": [False, True]}[direction]
@@ -918,7 +915,7 @@ def _rnn(b: Builder, n: Node, kind: str) -> list:
     steps = [b.op("Squeeze", [s], {"axis": [0]}) for s in steps]
     ys, hs, cs = [], [], []
     for d, reverse in enumerate(dirs):
-        def pick(v: Val | None) -> Val | None:
+        def pick(v: Val | None, d: int = d) -> Val | None:
             if v is None:
                 return None
             # an initial state may be a zeros constant of a free batch size (size 1 there): the

@@ -21,7 +21,12 @@ from ..dtypes import dtype_name
 from ..errors import GradnetError, TooLargeError
 from ..ops import OPS
 from ..tensors import encode_tensor
-from .errors import InvalidOnnxError, OnnxExternalDataError, UnsupportedOnnxModelError, UnsupportedOnnxOpError
+from .errors import (
+    InvalidOnnxError,
+    OnnxExternalDataError,
+    UnsupportedOnnxModelError,
+    UnsupportedOnnxOpError,
+)
 
 #: protobuf cannot hold a message over 2 GiB; the route passes its own, smaller, limit.
 PROTOBUF_LIMIT = 2**31 - 1

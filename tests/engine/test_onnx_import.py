@@ -16,7 +16,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 import engine
 import engine.onnx
-from engine.onnx import InvalidOnnxError, OnnxExternalDataError, UnsupportedOnnxModelError, UnsupportedOnnxOpError
+from engine.onnx import (
+    InvalidOnnxError,
+    OnnxExternalDataError,
+    UnsupportedOnnxModelError,
+    UnsupportedOnnxOpError,
+)
 
 RNG = np.random.default_rng(0)
 
