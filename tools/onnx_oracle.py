@@ -149,7 +149,8 @@ class Stem(nn.Module):
 
 
 class Decoder(nn.Module):
-    """ConvTranspose2d (stride, padding, output_padding), InstanceNorm2d, LeakyReLU, a dilated Conv1d."""
+    """ConvTranspose2d (stride, padding, output_padding), InstanceNorm2d, LeakyReLU, nearest
+    upsampling, a dilated Conv1d."""
 
     def __init__(self):
         super().__init__()
@@ -161,6 +162,7 @@ class Decoder(nn.Module):
         u = self.up(x)
         # + u / 2: the instance norm alone would make the up-convolution's bias gradient zero
         h = nn.functional.leaky_relu(self.norm(u), 0.2) + u / 2
+        h = nn.functional.interpolate(h, scale_factor=2, mode="nearest")
         return self.conv(torch.flatten(h, 2))
 
 

@@ -575,6 +575,51 @@ def _pad(b: Builder, n: Node) -> list:
     return [b.op("Pad", [x], {"paddings": pairs, "value": value}, name=out(n))]
 
 
+@converter("Resize", "Upsample")
+def _resize(b: Builder, n: Node) -> list:
+    """Nearest-neighbour upsampling by integer factors: each element repeated, which is what
+    nearest mode gives for an integer scale whichever coordinate mode (asymmetric + floor,
+    half_pixel + round_prefer_floor, ...) except align_corners."""
+    x = n.inputs[0]
+    r = need_rank(n, x)
+    mode = n.attr("mode", "nearest")
+    if mode != "nearest":
+        raise n.unsupported(f"mode '{mode}' (only 'nearest' with integer scales)")
+    if n.attr("coordinate_transformation_mode", "half_pixel") in ("align_corners", "tf_crop_and_resize"):
+        raise n.unsupported(f"coordinate_transformation_mode '{n.attr('coordinate_transformation_mode')}'")
+    if n.attr("axes") is not None or n.attr("antialias", 0):
+        raise n.unsupported("axes or antialias")
+    if n.op_type == "Upsample":
+        scales = [float(v) for v in np.asarray(static(n, 1, "scales")).reshape(-1)]
+    else:
+        sizes_in = n.input(3)
+        scales_in = n.input(2)
+        if scales_in is not None and scales_in.const is not None and scales_in.const.size:
+            scales = [float(v) for v in scales_in.const.reshape(-1)]
+        elif sizes_in is not None:
+            sizes = ints(static(n, 3, "sizes"))
+            dims = need_static(n, x)
+            scales = [o / i for o, i in zip(sizes, dims)]
+        else:
+            raise n.unsupported("it has neither constant scales nor constant sizes")
+    if len(scales) != r or any(s < 1 or s != int(s) for s in scales):
+        raise n.unsupported(f"scales {scales} (only integer factors >= 1, one per axis)")
+    factors = [int(s) for s in scales]
+    if all(f == 1 for f in factors):
+        return [x]
+    if any(d is None for d, f in zip(x.shape, factors) if f != 1):
+        raise n.unsupported("an upsampled axis has a free size")
+    # [.., d, ..] -> [.., d, 1, ..] -> broadcast [.., d, f, ..] -> [.., d * f, ..]
+    expanded, target, final = [], [], []
+    for d, f in zip(x.shape, factors):
+        expanded += [-1 if d is None else d, 1]
+        target += [-1 if d is None else d, f]
+        final.append(-1 if d is None else d * f)
+    y = b.op("Reshape", [x], {"shape": expanded})
+    y = b.op("BroadcastTo", [y], {"shape": target})
+    return [b.op("Reshape", [y], {"shape": final}, name=out(n))]
+
+
 # -- linear algebra and reductions ---------------------------------------------------------------------
 
 

@@ -222,6 +222,25 @@ def test_identity_and_dropout(eng):
     check(eng, "Dropout", {"x": f32(2, 3)}, outputs=2, opset=13)  # the mask output: all true
 
 
+@pytest.mark.parametrize("attrs", [
+    {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},  # torch's
+    {"mode": "nearest"},  # half_pixel, round_prefer_floor
+])
+@pytest.mark.parametrize("scales", [[1, 1, 2, 2], [1, 1, 3, 1]])
+def test_resize_nearest_by_integer_factors(eng, attrs, scales):
+    check(eng, "Resize", {"x": f64(1, 2, 3, 2)}, attrs, inits={"scales": np.asarray(scales, F)},
+          order=["x", "", "scales"], opset=13, tol=0, fd=True)
+
+
+def test_resize_by_sizes_and_the_refusals(eng):
+    check(eng, "Resize", {"x": f32(1, 2, 3, 2)}, {"mode": "nearest"},
+          inits={"sizes": np.asarray([1, 2, 6, 4], np.int64)}, order=["x", "", "", "sizes"], opset=13)
+    data, _ = build("Resize", {"x": f32(1, 1, 2, 2)}, {"mode": "linear"}, inits={"scales": np.asarray([1, 1, 2, 2], F)},
+                    order=["x", "", "scales"], opset=13)
+    with pytest.raises(engine.onnx.UnsupportedOnnxOpError, match="mode 'linear'"):
+        engine.onnx.import_model(data)
+
+
 # -- linear algebra and reductions --------------------------------------------------------------------
 
 
