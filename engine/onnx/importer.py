@@ -205,6 +205,13 @@ class Builder:
     def adopt(self, val: Val, onnx_name: str) -> Val:
         """``val`` is the ONNX value ``onnx_name``: fill a shape the evaluation could not give
         from ONNX's shape inference (free dimensions stay ``None``)."""
+        shape, _ = self.inferred.get(onnx_name, (None, None))
+        if val.shape is not None and shape is not None and val.sym is None and (
+                len(shape) != len(val.shape) or any(a is not None and b is not None and a != b
+                                                    for a, b in zip(shape, val.shape))):
+            # a converter disagreeing with ONNX's own shape inference: refuse rather than guess
+            raise self.fail(f"its output '{onnx_name}' converts to shape {_dims(val.shape)}, where ONNX's "
+                            f"shape inference says {_dims(shape)}")
         syms = self.symbols.get(onnx_name)
         if val.symbols is None and syms is not None and val.shape is not None and len(syms) == len(val.shape):
             val.symbols = syms
@@ -215,6 +222,10 @@ class Builder:
             if dtype is not None and val.const is None:
                 val.dtype = dtype
         return val
+
+
+def _dims(shape) -> list:
+    return ["?" if d is None else d for d in shape]
 
 
 class _Avals(list):

@@ -262,3 +262,10 @@ def test_training_mode_batch_norm_is_refused():
     data = model_bytes([node], [vi("x", [2, 3])], [vi("y", [2, 3])], inits, opset=15)
     with pytest.raises(UnsupportedOnnxOpError, match="training_mode"):
         engine.onnx.import_model(data)
+
+
+def test_a_conversion_that_contradicts_onnx_shape_inference_is_refused():
+    # a graph output declared [2, 5] for a Relu of [2, 3]: ONNX's inference keeps the declaration
+    data = model_bytes([helper.make_node("Relu", ["x"], ["y"])], [vi("x", [2, 3])], [vi("y", [2, 5])])
+    with pytest.raises((UnsupportedOnnxOpError, InvalidOnnxError), match="shape"):
+        engine.onnx.import_model(data)
