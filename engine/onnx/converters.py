@@ -918,6 +918,34 @@ def _instance_norm(b: Builder, n: Node) -> list:
     return [b.op("Add", [b.op("Mul", [normed, s]), c], name=out(n))]
 
 
+@converter("GroupNormalization")
+def _group_norm(b: Builder, n: Node) -> list:
+    """Normalize each group of channels over (its channels, the spatial axes), then scale and
+    shift per channel (opset 21; the checker refuses opset 18's deprecated per-group form)."""
+    x, scale, bias = n.inputs[:3]
+    r = need_rank(n, x)
+    groups = int(n.attr("num_groups"))
+    eps = float(n.attr("epsilon", 1e-5))
+    c = x.shape[1]
+    if c is None or any(d is None for d in x.shape[2:]):
+        raise n.unsupported("the channel and spatial sizes must be static")
+    if c % groups:
+        raise n.unsupported(f"num_groups {groups} does not divide the {c} channels")
+    lead = -1 if x.shape[0] is None else x.shape[0]
+    g = b.op("Reshape", [x], {"shape": [lead, groups, -1]})
+    mean = b.op("ReduceMean", [g], {"axis": [2], "keep_dims": True})
+    d = b.op("Sub", [g, mean])
+    var = b.op("ReduceMean", [b.op("Mul", [d, d])], {"axis": [2], "keep_dims": True})
+    normed = b.op("Mul", [d, b.op("Rsqrt", [b.op("Add", [var, scalar(eps, var)])])])
+    normed = b.op("Reshape", [normed], {"shape": [lead] + list(x.shape[1:])})
+    per_channel = [c] + [1] * (r - 2)
+
+    def channels(v: Val) -> Val:
+        return b.op("Reshape", [v], {"shape": per_channel})
+
+    return [b.op("Add", [b.op("Mul", [normed, channels(scale)]), channels(bias)], name=out(n))]
+
+
 # -- recurrent layers, unrolled over a static sequence length -----------------------------------------
 
 

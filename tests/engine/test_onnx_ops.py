@@ -490,6 +490,13 @@ def test_instance_normalization(eng):
           tol=1e-10, fd=True)
 
 
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_group_normalization(eng, groups):
+    # epsilon is a float32 attr: 1e-6 apart from float64's
+    check(eng, "GroupNormalization", {"x": f64(2, 4, 3, 2), "s": f64(4), "b": f64(4)},
+          {"num_groups": groups, "epsilon": 1e-3}, opset=21, tol=1e-6, fd=True)
+
+
 # -- recurrent layers -----------------------------------------------------------------------------------------------
 
 
