@@ -36,13 +36,16 @@ from .errors import (
 from .importer import MAX_OPSET, MIN_OPSET, convert
 
 
-def import_model(model_bytes: bytes, *, max_bytes: int | None = None, name: str | None = None) -> dict[str, Any]:
+def import_model(model_bytes: bytes, *, max_bytes: int | None = None, max_nodes: int | None = None,
+                 max_elements: int | None = None, name: str | None = None) -> dict[str, Any]:
     """The gradnet/1 document of an ONNX ``ModelProto`` (its serialized bytes).
 
-    ``max_bytes`` bounds the model's size (over it: ``TooLargeError``); ``name`` overrides the
-    document's name (the graph's name by default).
+    Limits, each a ``TooLargeError`` (413) when passed: ``max_bytes``, the model's size;
+    ``max_nodes``, the converted network's nodes (an LSTM is unrolled over its sequence);
+    ``max_elements``, the elements of one constant the import builds (ConstantOfShape, folded
+    shapes, masks; 2**24 by default). ``name`` overrides the document's name (the graph's).
     """
-    return convert(model_bytes, max_bytes=max_bytes, name=name)
+    return convert(model_bytes, max_bytes=max_bytes, max_nodes=max_nodes, max_elements=max_elements, name=name)
 
 
 __all__ = [

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .importer import Builder, Node, Val, constant
+from ..errors import TooLargeError
+from .importer import MAX_CONSTANT_ELEMENTS, Builder, Node, Val, constant
 
 Converter = Callable[[Builder, Node], list]
 CONVERTERS: dict[str, Converter] = {}
@@ -40,6 +41,16 @@ def folder(*names: str):
         return fn
 
     return register
+
+
+def room(n: Node, shape, what: str) -> None:
+    """Refuse, before allocating it, a constant the import would build over the element limit
+    (a ConstantOfShape of [10**6, 10**6] is a few bytes of ONNX)."""
+    count = math.prod(max(0, int(d)) for d in shape)
+    limit = MAX_CONSTANT_ELEMENTS.get()
+    if count > limit:
+        raise TooLargeError(f"{n.label()}: {what} would hold {count} elements, over the import's limit of {limit}",
+                            n.path)
 
 
 def static(node: Node, i: int, what: str) -> np.ndarray:
@@ -131,6 +142,7 @@ def _identity(b: Builder, n: Node) -> list:
     results = [n.inputs[0]]
     if n.op_type == "Dropout" and len(n.outputs) > 1 and n.outputs[1]:
         x = n.inputs[0]
+        room(n, need_static(n, x), "its mask")
         results.append(constant(np.ones(need_static(n, x), np.bool_)))
     return results
 
@@ -222,6 +234,7 @@ def _trilu(b: Builder, n: Node) -> list:
     x = n.inputs[0]
     k = int(np.asarray(static(n, 1, "k")).reshape(-1)[0]) if n.input(1) is not None else 0
     rows, cols = need_static(n, x)[-2:] if x.rank and x.rank >= 2 else need_static(n, x)
+    room(n, (rows, cols), "its mask")
     ones = np.ones((rows, cols), x.dtype)
     mask = np.triu(ones, k) if n.attr("upper", 1) else np.tril(ones, k)
     return [b.op("Mul", [x, constant(mask)], name=out(n))]
@@ -313,6 +326,7 @@ def _constant_of_shape(b: Builder, n: Node) -> list:
     value = n.attr("value")
     value = np.zeros(1, np.float32) if value is None else value
     free = [isinstance(d, str) for d in shape]
+    room(n, [1 if f else d for d, f in zip(shape, free)], "the constant")
     v = constant(np.full([1 if f else d for d, f in zip(shape, free)], value.reshape(-1)[0], value.dtype))
     v.broadcast = any(free)
     return [v]
@@ -540,6 +554,7 @@ def _expand(b: Builder, n: Node) -> list:
     if placeholder:
         full = [1 if d == -1 else d for d in target]
         if x.const is not None and x.foldable:
+            room(n, full, "the expanded constant")
             v = constant(np.broadcast_to(x.const.reshape([1] * (r - x.rank) + list(x.const.shape)), full).copy())
         else:
             v = b.op("BroadcastTo", [x], {"shape": full}, name=out(n), broadcast_ok=x.broadcast)
@@ -832,6 +847,7 @@ def _pool(b: Builder, n: Node) -> list:
                 base = [int(p) for p in n.attr("pads", [0, 0, 0, 0])] if n.attr("auto_pad", "NOTSET") == "NOTSET" else None
                 if base is not None and not one_d:
                     ceil_extra = [bottom - base[2], right - base[3]]
+            room(n, (h, w_), "its divisor")
             counts = _pool_counts((h, w_), kernel, strides, (top, bottom, left, right), include, ceil_extra)
             factor = (kernel[0] * kernel[1]) / counts
             y = b.op("Mul", [y, constant(factor.astype(x.dtype))], name=final)
@@ -889,6 +905,7 @@ def _layer_norm(b: Builder, n: Node) -> list:
     if tuple(scale.shape) != tuple(want):
         scale = b.op("BroadcastTo", [scale], {"shape": list(want)})
     if bias is None:
+        room(n, want, "its zero bias")
         bias = constant(np.zeros(want, x.dtype))
     elif tuple(bias.shape) != tuple(want):
         bias = b.op("BroadcastTo", [bias], {"shape": list(want)})
@@ -983,6 +1000,7 @@ def _rnn(b: Builder, n: Node, kind: str) -> list:
     if layout:
         h0 = None if h0 is None else b.op("Transpose", [h0], {"input_perm": [1, 0, 2]})
         c0 = None if c0 is None else b.op("Transpose", [c0], {"input_perm": [1, 0, 2]})
+    room(n, (batch, hidden * gates), "its zero states")
     steps = b.op("Split", [x], {"axis": 0, "output_num": seq}) if seq > 1 else [x]
     steps = steps if isinstance(steps, list) else [steps]
     steps = [b.op("Squeeze", [s], {"axis": [0]}) for s in steps]
@@ -1076,6 +1094,7 @@ def _gru(b: Builder, n: Node) -> list:
 
 def _np_binary(fn):
     def fold(n, x, y):
+        room(n, np.broadcast_shapes(np.shape(x), np.shape(y)), "the folded value")
         return [np.asarray(fn(x, y))]
 
     return fold
@@ -1175,16 +1194,21 @@ def _fold_transpose(n, x):
 @folder("Expand")
 def _fold_expand(n, x, shape):
     target = np.broadcast_shapes(x.shape, tuple(int(d) for d in shape.reshape(-1)))
+    room(n, target, "the expanded constant")
     return [np.broadcast_to(x, target).copy()]
 
 
 @folder("Where")
 def _fold_where(n, c, x, y):
+    room(n, np.broadcast_shapes(np.shape(c), np.shape(x), np.shape(y)), "the folded value")
     return [np.where(c, x, y)]
 
 
 @folder("Range")
 def _fold_range(n, start, limit, delta):
+    if delta == 0:
+        raise n.unsupported("Range with delta 0")
+    room(n, [max(0, math.ceil((float(limit) - float(start)) / float(delta)))], "the range")
     return [np.arange(start, limit, delta, dtype=start.dtype)]
 
 
@@ -1210,6 +1234,7 @@ def _fold_reduce(n, x, axes=None):
 def _fold_constant_of_shape(n, shape):
     value = n.attr("value")
     value = np.zeros(1, np.float32) if value is None else value
+    room(n, [int(d) for d in shape.reshape(-1)], "the constant")
     return [np.full([int(d) for d in shape.reshape(-1)], value.reshape(-1)[0], value.dtype)]
 
 

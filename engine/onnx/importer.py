@@ -11,6 +11,7 @@ never folded: they are the network's trainable parameters.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,11 @@ PROTOBUF_LIMIT = 2**31 - 1
 #: attr and the input spelling of every opset in this range: Split's ``split``, Reduce*'s
 #: ``axes``, Softmax's axis before 13); 11 is what MindSpore's ONNX export writes
 MIN_OPSET, MAX_OPSET = 11, 23
+
+#: the most elements of one constant the import builds itself (ConstantOfShape, Expand and the
+#: other folds, masks, zero states): a few bytes of ONNX can ask for any size
+DEFAULT_MAX_ELEMENTS = 1 << 24
+MAX_CONSTANT_ELEMENTS: ContextVar[int] = ContextVar("onnx_max_constant_elements", default=DEFAULT_MAX_ELEMENTS)
 
 
 @dataclass
@@ -116,6 +122,7 @@ class Builder:
     node: Node | None = None  # the ONNX node being converted, for error messages
     allow_broadcast: bool = False
     _helpers: int = 0
+    max_nodes: int | None = None
 
     def fresh(self, base: str) -> str:
         name, k = base, 0
@@ -169,6 +176,10 @@ class Builder:
         else:
             name = self.fresh(name)
         refs = [self.ref(v) for v in inputs]
+        if self.max_nodes is not None and len(self.nodes) >= self.max_nodes:
+            raise TooLargeError(f"the converted network would have more than {self.max_nodes} nodes (the limit); "
+                                f"{self.node.label() if self.node else 'the graph'} goes over it",
+                                self.node.path if self.node else None)
         self.nodes.append({"name": name, "op": op, "inputs": refs, "attrs": attrs})
         avals = None
         if all(v.static for v in inputs):
@@ -389,13 +400,22 @@ def opsets(model) -> dict[str, int]:
     return {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
 
 
-def convert(model_bytes: bytes, *, max_bytes: int | None = None, name: str | None = None) -> dict[str, Any]:
+def convert(model_bytes: bytes, *, max_bytes: int | None = None, name: str | None = None,
+            max_nodes: int | None = None, max_elements: int | None = None) -> dict[str, Any]:
+    token = MAX_CONSTANT_ELEMENTS.set(DEFAULT_MAX_ELEMENTS if max_elements is None else max_elements)
+    try:
+        return _convert(model_bytes, max_bytes=max_bytes, name=name, max_nodes=max_nodes)
+    finally:
+        MAX_CONSTANT_ELEMENTS.reset(token)
+
+
+def _convert(model_bytes: bytes, *, max_bytes: int | None, name: str | None, max_nodes: int | None) -> dict[str, Any]:
     from .converters import BROADCAST_SAFE, CONVERTERS, FOLDERS, SYM_FOLDERS, symbolic
 
     model = load(model_bytes, max_bytes)
     graph = model.graph
     versions = opsets(model)
-    b = Builder()
+    b = Builder(max_nodes=max_nodes)
     for vi in list(graph.value_info) + list(graph.output) + list(graph.input):
         shape, dtype = _type_info(vi)
         b.inferred[vi.name] = (shape, dtype)

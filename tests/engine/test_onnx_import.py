@@ -269,3 +269,28 @@ def test_a_conversion_that_contradicts_onnx_shape_inference_is_refused():
     data = model_bytes([helper.make_node("Relu", ["x"], ["y"])], [vi("x", [2, 3])], [vi("y", [2, 5])])
     with pytest.raises((UnsupportedOnnxOpError, InvalidOnnxError), match="shape"):
         engine.onnx.import_model(data)
+
+
+def test_a_huge_constant_is_refused_before_it_is_built():
+    shape = numpy_helper.from_array(np.asarray([10**6, 10**6], np.int64), "shape")
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["zeros"]), helper.make_node("Add", ["x", "zeros"], ["y"])]
+    data = model_bytes(nodes, [vi("x", [1])], [vi("y", [10**6, 10**6])], [shape])
+    with pytest.raises(engine.TooLargeError, match="1000000000000 elements") as info:
+        engine.onnx.import_model(data)
+    assert info.value.status == 413
+    small = numpy_helper.from_array(np.asarray([4, 4], np.int64), "shape")
+    data = model_bytes(nodes, [vi("x", [1])], [vi("y", [4, 4])], [small])
+    with pytest.raises(engine.TooLargeError, match="limit of 15"):
+        engine.onnx.import_model(data, max_elements=15)
+    engine.onnx.import_model(data, max_elements=16)
+
+
+def test_the_node_limit_counts_the_converted_network():
+    h, i, seq = 2, 2, 40
+    inits = [numpy_helper.from_array(RNG.normal(size=s).astype(np.float32), n)
+             for n, s in (("w", (1, 4 * h, i)), ("r", (1, 4 * h, h)))]
+    node = helper.make_node("LSTM", ["x", "w", "r"], ["y"], hidden_size=h)
+    data = model_bytes([node], [vi("x", [seq, 1, i])], [vi("y", [seq, 1, 1, h])], inits, opset=14)
+    with pytest.raises(engine.TooLargeError, match="more than 100 nodes"):
+        engine.onnx.import_model(data, max_nodes=100)
+    assert len(engine.onnx.import_model(data)["nodes"]) > 100  # unrolled over the 40 steps
