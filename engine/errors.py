@@ -2,8 +2,9 @@
 
 Every error the engine raises for bad input is a :class:`GradnetError` with a machine-readable
 ``code``, a human ``message`` that says what was expected, and a ``path`` into the request
-(``nodes[3].attrs.axis``) so a client can find the offending field. The service maps ``status``
-to the HTTP status code; the engine itself knows nothing about HTTP.
+(``nodes[3].attrs.axis``) so a client can find the offending field. The engine knows nothing
+about HTTP or the service: the service maps these classes to HTTP statuses
+(:mod:`service.http.errors`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ class GradnetError(Exception):
     """Base class: the request or network is invalid."""
 
     code = "invalid_request"
-    status = 422
 
     def __init__(self, message: str, path: str | None = None) -> None:
         super().__init__(message)
@@ -63,7 +63,6 @@ class TooLargeError(GradnetError):
     """A tensor, an intermediate value or a network is over a configured limit."""
 
     code = "too_large"
-    status = 413
 
 
 class ShapeError(GradnetError):
