@@ -19,6 +19,9 @@ from .tensors import decode_tensor
 #: the GradOperation flags of a call, and ``return_value``
 FLAGS = ("get_all", "get_by_list", "sens_param", "return_value")
 
+#: the keyword arguments of :meth:`Engine.grad` and :meth:`Engine.check` besides network and inputs
+CALL_ARGUMENTS = ("parameters", "get_all", "get_by_list", "sens_param", "weights", "sens", "return_value")
+
 #: decodes one wire tensor found at a path (the service's knows the binary framing)
 TensorDecoder = Callable[[Any, str], Any]
 
@@ -45,6 +48,12 @@ def parse_flags(request: Mapping[str, Any]) -> dict[str, Any]:
         raise ArgumentError("'weights' must be a list of parameter names", "weights")
     flags["weights"] = weights
     return flags
+
+
+def call_arguments(call: Any) -> dict[str, Any]:
+    """:data:`CALL_ARGUMENTS` read from ``call`` (any object with those attributes: a parsed call,
+    a job), as keyword arguments of :meth:`Engine.grad` or :meth:`Engine.check`."""
+    return {name: getattr(call, name) for name in CALL_ARGUMENTS}
 
 
 def _decoder(max_elements: int | None, tensor: TensorDecoder | None) -> TensorDecoder:
