@@ -87,6 +87,7 @@ def in_process_mlp(repeats: int) -> float:
     """Median ms of the warm in-process engine call on the MLP (what the service wraps)."""
     import engine
 
+    engine.configure_jax()  # as the worker does
     request = json.loads((SHARED / "mlp.json").read_text())
     net = engine.parse_network(request["network"])
     eng = engine.Engine()

@@ -35,8 +35,8 @@ ENCODINGS = ("json", "b64", "binary")
 BUILTIN_SCENARIOS = ("tutorial", "mlp")
 BINARY_HEADER = "Inference-Header-Content-Length"
 
-# The repository root (``service/loadtest/scenarios.py`` -> ``.``); fixtures live in ../shared.
-REPO_ROOT = Path(__file__).resolve().parents[2]
+# The repository root (``gradserve_loadtest/scenarios.py`` -> ``.``); fixtures live in ../shared.
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MLP_FILE = "../shared/fixtures/mlp.json"
 
 # --------------------------------------------------------------------------------------------

@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.loadtest import backends, report, scenarios, server
-from service.loadtest.command import build_parser, main
-from service.loadtest.scenarios import BINARY_HEADER
+import engine
+from gradserve_loadtest import backends, report, scenarios, server
+from gradserve_loadtest.command import build_parser, main
+from gradserve_loadtest.scenarios import BINARY_HEADER
 from tests.support.servers import KEY_A
 
 COUNT_SLACK = 2
@@ -38,11 +39,11 @@ COUNT_SLACK = 2
 
 def _server_decode(prepared: scenarios.PreparedRequest) -> tuple[dict, dict]:
     """The service's parser applied to our body: the JSON doc and the decoded input tensors."""
-    from service import codec
+    from service.http import body as codec
 
     headers = {k.lower(): v for k, v in prepared.headers.items()}
     body = codec.parse_body(prepared.body, headers)
-    inputs = body.tensors(body.doc["inputs"], "inputs", None)
+    inputs = engine.decode_inputs(body.doc["inputs"], tensor=body.tensor)
     return body.doc, {"inputs": inputs, "network": body.inline_binary(body.doc.get("network"))}
 
 
@@ -197,7 +198,7 @@ def test_tables_markdown_and_plot(tmp_path: Path) -> None:
     report.print_tables(levels, console)
     text = console.export_text()
     assert "p99 ms" in text and "compute ms" in text and "503×4" in text
-    from service.loadtest.plot import plot
+    from gradserve_loadtest.plot import plot
 
     png = plot(levels, tmp_path / "p.png", "t")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -357,5 +358,6 @@ def test_web_ui_locustfile_headless(live_server, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = json.loads(proc.stdout)
-    grad = next(s for s in stats if s["name"] == "POST /grad")
+    grad = next((s for s in stats if s["name"] == "POST /grad"), None)
+    assert grad is not None, (stats, proc.stderr[-3000:])
     assert grad["num_requests"] > 10 and grad["num_failures"] == 0, proc.stderr[-3000:]
