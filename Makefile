@@ -3,13 +3,23 @@
 
 PYTHON      ?= python3.11
 VENV        ?= .venv
-HOST        ?= 127.0.0.1
-PORT        ?= 8000
 PYTEST_ARGS ?=
 SERVE_ARGS  ?=
 
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.gradserve-installed
+
+# `make serve HOST=... PORT=...` passes --host/--port; without them the service's own settings
+# apply (GRADSERVE_HOST, GRADSERVE_PORT, else 127.0.0.1:8000), so `GRADSERVE_PORT=9001 make serve`
+# works. Only values given on make's command line count: a HOST or PORT that merely happens to be
+# in the environment (some shells and platforms set them) must not override GRADSERVE_*.
+cli_var = $(if $(filter command line,$(origin $(1))),$(2) $($(1)))
+SERVE_FLAGS = $(call cli_var,HOST,--host) $(call cli_var,PORT,--port)
+
+# The first run's install is serialised with flock (util-linux), so that `make serve` and
+# `make test` started together do not both run pip in the same .venv; the second one waits, then
+# finds the stamp up to date. Without flock (macOS) the install runs unlocked.
+LOCK := $(if $(shell command -v flock 2>/dev/null),flock $(VENV)/.install.lock,)
 
 # Quieter, non-interactive pip (CI has no stdin and no terminal).
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -19,27 +29,30 @@ export PIP_NO_INPUT := 1
 .PHONY: help venv serve test openapi bench lint clean
 
 help:
-	@echo "make serve    run the service on $(HOST):$(PORT) (HOST=, PORT=, SERVE_ARGS= to override)"
+	@echo "make serve    run the service (GRADSERVE_* settings, default 127.0.0.1:8000; HOST=, PORT=, SERVE_ARGS= to override)"
 	@echo "make test     run the test suite (PYTEST_ARGS= to pass options to pytest)"
 	@echo "make openapi  regenerate openapi/openapi.json"
 	@echo "make bench    run benchmarks/bench_*.py"
 	@echo "make lint     ruff check"
 	@echo "make clean    remove .venv and caches"
 
-# The interpreter is created once; its own mtime is irrelevant (order-only below).
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
-
-# Reinstall whenever the dependency source (pyproject.toml) is newer than the last install.
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e '.[dev]'
-	touch $@
+# (Re)install whenever the dependency source (pyproject.toml) is newer than the last install. Under
+# the lock the stamp is checked again: another make may have finished the install meanwhile.
+$(STAMP): pyproject.toml
+	@mkdir -p $(VENV)
+	@$(LOCK) sh -ec '\
+	  if [ -f $@ ] && [ $@ -nt pyproject.toml ]; then exit 0; fi; \
+	  if [ ! -x $(BIN)/python ]; then \
+	    echo "$(PYTHON) -m venv $(VENV)"; $(PYTHON) -m venv $(VENV); \
+	    $(BIN)/python -m pip install --upgrade pip; \
+	  fi; \
+	  echo "$(BIN)/python -m pip install -e .[dev]"; $(BIN)/python -m pip install -e ".[dev]"; \
+	  touch $@'
 
 venv: $(STAMP)
 
 serve: $(STAMP)
-	$(BIN)/gradserve serve --host $(HOST) --port $(PORT) $(SERVE_ARGS)
+	$(BIN)/gradserve serve $(strip $(SERVE_FLAGS) $(SERVE_ARGS))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

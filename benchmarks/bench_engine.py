@@ -2,7 +2,7 @@
 
 Two workloads, each with the engine's compiled executable already cached (warm):
   * the seed tutorial's net, ``(x * z) @ y`` with ``get_all`` (pure overhead: the math is tiny);
-  * the 784-512-512-10 ReLU MLP of ``shared/fixtures/mlp.json`` (669,706 parameters, batch 128,
+  * the 784-512-512-10 ReLU MLP of ``tests/fixtures/mlp.json`` (669,706 parameters, batch 128,
     SoftmaxCrossEntropyWithLogits + ReduceMean) with ``get_by_list``.
 
 The hand-written side writes the forward in ``jnp`` directly, jits the function that returns the
@@ -32,7 +32,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-FIXTURES = Path(os.environ.get("GRADSERVE_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+FIXTURES = ROOT / "tests" / "fixtures"
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "fixtures"
+FIXTURES = ROOT / "tests" / "fixtures"
 
 
 def free_port() -> int:
@@ -88,7 +88,7 @@ def in_process_mlp(repeats: int) -> float:
     import engine
 
     engine.configure_jax()  # as the worker does
-    request = json.loads((SHARED / "mlp.json").read_text())
+    request = json.loads((FIXTURES / "mlp.json").read_text())
     net = engine.parse_network(request["network"])
     eng = engine.Engine()
     inputs = engine.decode_inputs(request["inputs"])
@@ -121,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, dict] = {}
     echo_port, grad_port = free_port(), free_port()
-    tutorial = json.loads((SHARED / "tutorial.json").read_text())["cases"][1]["request"]  # get_all
-    mlp = json.loads((SHARED / "mlp.json").read_text())
+    tutorial = json.loads((FIXTURES / "tutorial.json").read_text())["cases"][1]["request"]  # get_all
+    mlp = json.loads((FIXTURES / "mlp.json").read_text())
     uvicorn_flags = ["--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"]
     echo = start([sys.executable, "-m", "uvicorn", "benchmarks.echo_app:app", "--port", str(echo_port), *uvicorn_flags],
                  f"http://127.0.0.1:{echo_port}/docs")

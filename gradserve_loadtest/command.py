@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--request", action="append", default=None, metavar="FILE",
                    help="a JSON /grad body to send (repeatable); replaces the default scenario")
     p.add_argument("--mlp-file", default=DEFAULT_MLP_FILE,
-                   help="the MLP request; generated deterministically with numpy if absent")
+                   help="the mlp scenario's request file (relative to the working directory, else to the "
+                   "gradserve checkout); a missing file is an error")
     p.add_argument("--encoding", type=_csv(str, ENCODINGS), default="json",
                    help="comma-separated: json, b64, binary (Open Inference Protocol binary extension)")
     p.add_argument("--network-id", action="store_true",

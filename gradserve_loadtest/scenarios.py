@@ -35,9 +35,9 @@ ENCODINGS = ("json", "b64", "binary")
 BUILTIN_SCENARIOS = ("tutorial", "mlp")
 BINARY_HEADER = "Inference-Header-Content-Length"
 
-# The repository root (``gradserve_loadtest/scenarios.py`` -> ``.``); fixtures live in ../shared.
+# The repository root (``gradserve_loadtest/scenarios.py`` -> ``.``), where tests/fixtures is.
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MLP_FILE = "../shared/fixtures/mlp.json"
+DEFAULT_MLP_FILE = "tests/fixtures/mlp.json"
 
 # --------------------------------------------------------------------------------------------
 # A small client-side tensor codec (wire tensor <-> NumPy). The server has its own; this one
@@ -171,49 +171,6 @@ def tutorial_request() -> dict[str, Any]:
     }
 
 
-MLP_SIZES = (784, 512, 512, 10)
-MLP_BATCH = 128
-
-
-def generate_mlp_request(seed: int = 0, batch: int = MLP_BATCH) -> dict[str, Any]:
-    """The 784-512-512-10 MLP of ``shared/fixtures/mlp.json`` (same graph, shapes and dtypes),
-    with He-normal weights, zero biases, standard-normal ``x`` and one-hot ``labels`` drawn from a
-    fixed seed: deterministic, for machines without the fixture."""
-    rng = np.random.default_rng(seed)
-    params: list[dict[str, Any]] = []
-    nodes: list[dict[str, Any]] = []
-    prev = "x"
-    for i, (fan_in, fan_out) in enumerate(zip(MLP_SIZES[:-1], MLP_SIZES[1:]), start=1):
-        w = rng.standard_normal((fan_in, fan_out), dtype=np.float32) * np.float32(math.sqrt(2.0 / fan_in))
-        b = np.zeros(fan_out, np.float32)
-        params.append({"name": f"w{i}", "value": Tensor.from_array(w).to_wire("b64")})
-        params.append({"name": f"b{i}", "value": Tensor.from_array(b).to_wire("b64")})
-        nodes.append({"name": f"mm{i}", "op": "MatMul", "inputs": [prev, f"w{i}"]})
-        nodes.append({"name": f"z{i}", "op": "BiasAdd", "inputs": [f"mm{i}", f"b{i}"]})
-        if i < len(MLP_SIZES) - 1:
-            nodes.append({"name": f"a{i}", "op": "ReLU", "inputs": [f"z{i}"]})
-            prev = f"a{i}"
-        else:
-            prev = f"z{i}"
-    nodes.append({"name": "ce", "op": "SoftmaxCrossEntropyWithLogits", "inputs": [prev, "labels"]})
-    nodes.append({"name": "loss", "op": "ReduceMean", "inputs": ["ce:0"],
-                  "attrs": {"keep_dims": False, "axis": []}})
-    x = rng.standard_normal((batch, MLP_SIZES[0]), dtype=np.float32)
-    labels = np.eye(MLP_SIZES[-1], dtype=np.float32)[rng.integers(0, MLP_SIZES[-1], batch)]
-    return {
-        "network": {
-            "format": "gradnet/1",
-            "name": "mlp-784-512-512-10",
-            "inputs": [{"name": "x"}, {"name": "labels"}],
-            "parameters": params,
-            "nodes": nodes,
-            "outputs": ["loss"],
-        },
-        "inputs": [Tensor.from_array(x).to_wire("b64"), Tensor.from_array(labels).to_wire("b64")],
-        "get_by_list": True,
-    }
-
-
 def find_file(path: str | Path) -> Path | None:
     """``path`` as given (relative to the working directory), else relative to the repo root."""
     p = Path(path).expanduser()
@@ -224,18 +181,18 @@ def find_file(path: str | Path) -> Path | None:
     return None
 
 
-def mlp_request(path: str | Path | None = DEFAULT_MLP_FILE) -> tuple[dict[str, Any], str]:
-    """The MLP /grad body (``get_by_list``) and where it came from: the fixture file when it
-    exists, else :func:`generate_mlp_request`."""
-    found = find_file(path) if path else None
-    if found is not None:
-        return load_request(found), str(found)
-    return generate_mlp_request(), "generated (numpy, seed 0)"
+def mlp_request(path: str | Path = DEFAULT_MLP_FILE) -> tuple[dict[str, Any], str]:
+    """The MLP /grad body (``get_by_list``, written by tools/make_mlp_fixture.py) and its file."""
+    found = find_file(path)
+    if found is None:
+        raise FileNotFoundError(f"the mlp scenario's request file {str(path)!r} is not there: pass --mlp-file, "
+                                f"or write it with `python tools/make_mlp_fixture.py` in a gradserve checkout")
+    return load_request(found), str(found)
 
 
 def load_request(path: str | Path) -> dict[str, Any]:
     """Any /grad body from a JSON file. A fixture file with ``{"cases": [{"request": …}]}`` (like
-    ``shared/fixtures/tutorial.json``) gives its first case."""
+    ``tests/fixtures/tutorial.json``) gives its first case."""
     found = find_file(path)
     if found is None:
         raise FileNotFoundError(f"request file not found: {path}")
@@ -256,7 +213,7 @@ class Scenario:
     source: str = "builtin"
 
 
-def build_scenario(spec: str, mlp_file: str | Path | None = DEFAULT_MLP_FILE) -> Scenario:
+def build_scenario(spec: str, mlp_file: str | Path = DEFAULT_MLP_FILE) -> Scenario:
     """``tutorial``, ``mlp`` or the path of a JSON /grad body."""
     if spec == "tutorial":
         return Scenario("tutorial", tutorial_request(), "builtin (seed tutorial, get_all)")

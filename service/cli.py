@@ -36,6 +36,11 @@ def _choices(annotation: Any) -> list[str] | None:
     return None
 
 
+def _plain(default: Any) -> str:
+    """A default as a user would type it: ``var/registry.sqlite3``, ``127.0.0.1``, ``unset``."""
+    return "unset" if default is None else str(default)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gradserve", description="Gradients with MindSpore GradOperation "
                                      "semantics, computed by JAX, over HTTP.")
@@ -47,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     prefix = Settings.model_config.get("env_prefix", "")
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        help_text = f"{field.description or name} [env {prefix}{name.upper()}; default {field.default!r}]"
+        help_text = f"{field.description or name} [env {prefix}{name.upper()}; default {_plain(field.default)}]"
         # Values stay strings here: Settings validates and converts them (and names the flag on error).
         serve.add_argument(flag, dest=name, default=None, choices=_choices(field.annotation),
                            metavar=name.upper() if _choices(field.annotation) is None else None,

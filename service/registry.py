@@ -29,6 +29,7 @@ import orjson
 import engine
 from engine.cache import LRUCache
 
+from .auth import PUBLIC
 from .errors import NotFoundError, RegistryUnavailableError
 
 log = logging.getLogger("gradserve.registry")
@@ -224,7 +225,7 @@ class NetworkRegistry:
             (namespace, network_id),
         ).fetchone())
         if row is None:
-            raise _not_found(network_id)
+            raise _not_found(namespace, network_id)
         return bytes(row[0])
 
     def list(self, namespace: str) -> list[dict[str, Any]]:
@@ -244,7 +245,7 @@ class NetworkRegistry:
             cur = db.execute("DELETE FROM registrations WHERE namespace = ? AND network_id = ?",
                              (namespace, network_id))
             if cur.rowcount == 0:
-                raise _not_found(network_id)
+                raise _not_found(namespace, network_id)
             others = db.execute("SELECT 1 FROM registrations WHERE network_id = ? LIMIT 1",
                                 (network_id,)).fetchone()
             if others is None:
@@ -256,9 +257,11 @@ class NetworkRegistry:
         return still_used
 
 
-def _not_found(network_id: str) -> NotFoundError:
+def _not_found(namespace: str, network_id: str) -> NotFoundError:
+    # Without API keys there is one namespace for everybody: no key to speak of.
+    where = "" if namespace == PUBLIC else " with this API key"
     return NotFoundError(
-        f"no network {network_id!r} is registered with this API key: register it with POST /networks "
+        f"no network {network_id!r} is registered{where}: register it with POST /networks "
         "(GET /networks lists yours)",
         "network_id",
     )

@@ -14,7 +14,7 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="address to bind")
     port: int = Field(8000, description="port to bind")
-    workers: int | None = Field(None, ge=1, description="engine worker processes (default: one per GPU, else 1)")
+    workers: int | None = Field(None, ge=1, description="engine worker processes; unset: one per GPU, else 1")
     device: Literal["auto", "cpu", "gpu"] = Field("auto", description="where the workers run")
     registry_path: Path = Field(Path("var/registry.sqlite3"), description="SQLite file of registered networks")
     network_cache_size: int = Field(128, ge=1, description="parsed networks kept in memory (LRU)")

@@ -4,7 +4,7 @@ Pure numpy + stdlib: this module never imports MindSpore, so the engine's tests 
 read the cases.  ``tools/mindspore_oracle.py`` (run under /work/msvenv) executes every case with
 MindSpore's ``ops.GradOperation`` and writes the expected results to ``tests/golden/mindspore/``.
 
-Each case is a dict shaped like ``/work/shared/fixtures/tutorial.json``'s cases::
+Each case is a dict shaped like ``tests/fixtures/tutorial.json``'s cases::
 
     {"name": str,
      "request": {"network": <gradnet/1 dict>, "inputs": [<tensor>, ...],

@@ -275,3 +275,9 @@ def zeros_like(x):
 def ones_like(x):
     """Ones of x's shape and dtype."""
     return jnp.ones_like(x)
+
+
+@op("LeakyReLU", attrs=(Attr("alpha", "float", 0.2, doc="the slope for x < 0"),))
+def leaky_relu(x, *, alpha):
+    """x for x > 0, alpha * x otherwise (gradient alpha at 0, as in MindSpore and PyTorch)."""
+    return jnp.where(x > 0, x, x * jnp.asarray(alpha, x.dtype))

@@ -288,3 +288,54 @@ def batch_norm(x, scale, bias, mean, variance, *, is_training, epsilon, momentum
 
     y = (x - per_channel(mean)) * per_channel(lax.rsqrt(variance + epsilon) * scale) + per_channel(bias)
     return y, mean, variance, mean, variance
+
+
+def _output_padding_check(value):
+    if isinstance(value, tuple) and len(value) not in (1, 2):
+        return "must be an integer or a list of 1 or 2 integers"
+    return at_least(0)(value)
+
+
+@op(
+    "Conv2DTranspose",
+    inputs=("x", "weight"),
+    attrs=(
+        Checked("out_channel", "int", check=at_least(1)),
+        Checked("kernel_size", "int_or_ints", doc="an int or [height, width]", check=_lengths(1, 2)),
+        Attr("pad_mode", "str", "valid", choices=("valid", "pad", "VALID", "PAD")),
+        Checked("pad", "int_or_ints", 0, doc="with pad_mode \"pad\": an int or [top, bottom, left, right], "
+                "removed from the full output", check=_pad_check),
+        Checked("stride", "int_or_ints", 1, check=_lengths(1, 2)),
+        Checked("dilation", "int_or_ints", 1, check=_lengths(1, 2)),
+        Checked("group", "int", 1, check=at_least(1)),
+        Checked("output_padding", "int_or_ints", 0, doc="extra rows/columns at the bottom/right "
+                "(PyTorch's and ONNX's output_padding)", check=_output_padding_check),
+    ),
+)
+def conv2d_transpose(x, weight, *, out_channel, kernel_size, pad_mode, pad, stride, dilation, group, output_padding):
+    """The transpose (gradient) of Conv2D, NCHW; weight is (C_in, out_channel / group, kh, kw), as in
+    MindSpore and PyTorch. Output size (in - 1) * stride + dilation * (k - 1) + 1 - pads + output_padding."""
+    _spatial(x, "NCHW", "x")
+    _spatial(weight, "NCHW", "weight")
+    kh, kw = _hw(kernel_size, "kernel_size", "NCHW")
+    c_in = x.shape[1]
+    if c_in % group or out_channel % group:
+        raise ValueError(f"group={group} must divide the input channels ({c_in}) and out_channel ({out_channel})")
+    want = (c_in, out_channel // group, kh, kw)
+    if tuple(weight.shape) != want:
+        raise ValueError(f"weight must have shape {list(want)} for these attrs and x, got {list(weight.shape)}")
+    if pad_mode.lower() != "pad" and pad not in (0, (0, 0, 0, 0)):
+        raise ValueError(f"pad must be 0 unless pad_mode is \"pad\" (pad_mode is \"{pad_mode}\")")
+    top, bottom, left, right = (pad,) * 4 if isinstance(pad, int) else pad
+    (sh, sw), (dh, dw) = _hw(stride, "stride", "NCHW"), _hw(dilation, "dilation", "NCHW")
+    oph, opw = _hw(output_padding, "output_padding", "NCHW")
+    # As a convolution: the input dilated by the stride, the kernel flipped and its in/out swapped
+    # per group, padded by dilation * (k - 1) minus the pads on each side.
+    g = group
+    w = weight.reshape(g, c_in // g, out_channel // g, kh, kw).swapaxes(1, 2)
+    w = w.reshape(out_channel, c_in // g, kh, kw)[:, :, ::-1, ::-1]
+    padding = [(dh * (kh - 1) - top, dh * (kh - 1) - bottom + oph), (dw * (kw - 1) - left, dw * (kw - 1) - right + opw)]
+    return lax.conv_general_dilated(
+        x, w, window_strides=(1, 1), padding=padding, lhs_dilation=(sh, sw), rhs_dilation=(dh, dw),
+        dimension_numbers=("NCHW", "OIHW", "NCHW"), feature_group_count=g,
+    )

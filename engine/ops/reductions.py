@@ -81,3 +81,11 @@ def cum_sum(x, *, axis, exclusive, reverse):
     if exclusive:
         out = out - x
     return jnp.flip(out, axis) if reverse else out
+
+
+@op("Einsum", inputs=("*x",), attrs=(Attr("equation", "str", doc="subscripts, e.g. \"bij,bjk->bik\""),))
+def einsum(*xs, equation):
+    """Einstein summation over the inputs, as ``equation`` spells it (numpy.einsum's notation)."""
+    if equation.count("->") > 1 or any(not (c.isalpha() or c in ",->. ") for c in equation):
+        raise ValueError(f"equation {equation!r} is not einsum notation (letters, ',', '->', '...')")
+    return jnp.einsum(equation.replace(" ", ""), *xs)

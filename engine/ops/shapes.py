@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jax.numpy as jnp
+from jax import lax
 
 from ..errors import AttrError
 from .catalog import Attr, op
@@ -266,3 +267,28 @@ def one_hot(indices, *, depth, on_value, off_value, axis):
     classes = jnp.arange(depth).reshape((-1,) + (1,) * (indices.ndim - axis))
     hit = jnp.expand_dims(indices, axis) == classes
     return jnp.where(hit, jnp.float32(on_value), jnp.float32(off_value))
+
+
+def _pairs_check(value):
+    return None if len(value) % 2 == 0 else "must hold an even number of integers ((before, after) per axis)"
+
+
+@op(
+    "Pad",
+    attrs=(
+        Checked("paddings", "ints", doc="(before, after) for each axis from the first, flattened: "
+                "[b0, a0, b1, a1, ...]; MindSpore's ((b0, a0), (b1, a1), ...); a negative entry crops",
+                check=_pairs_check),
+        Attr("value", "float", 0.0, doc="the value the padding holds (MindSpore's Pad pads zeros)"),
+    ),
+)
+def pad(x, *, paddings, value):
+    """x with ``value`` added before and after each axis (fewer pairs than axes pad the first axes)."""
+    if len(paddings) // 2 > x.ndim:
+        raise ValueError(f"paddings has {len(paddings) // 2} (before, after) pairs for a tensor of rank {x.ndim}")
+    pairs = [(paddings[2 * i], paddings[2 * i + 1], 0) for i in range(len(paddings) // 2)]
+    pairs += [(0, 0, 0)] * (x.ndim - len(pairs))
+    for axis, (lo, hi, _) in enumerate(pairs):
+        if x.shape[axis] + lo + hi < 0:
+            raise ValueError(f"paddings ({lo}, {hi}) crop more than the {x.shape[axis]} elements of axis {axis}")
+    return lax.pad(x, jnp.asarray(value, x.dtype), pairs)

@@ -3,7 +3,8 @@
 The app is FastAPI with the guard (:mod:`.guard`) in front of its whole middleware stack: the
 guard answers ``/grad`` itself (the grad handler, :mod:`service.grad.handler`) without passing
 through Starlette's error middleware, FastAPI's telemetry and body-limit layers and their
-``send`` wrappers; every other request goes on to FastAPI and its routes (:mod:`.routes`).
+``send`` wrappers; every other request goes on to FastAPI and its routes (:mod:`.routes`,
+and ``/docs`` and ``/redoc`` served offline by :mod:`.docs`).
 Bodies are read by the handlers themselves (:mod:`.body`), never by pydantic: the models in
 :mod:`service.models` exist for the OpenAPI schema (:mod:`.openapi`) only.
 
@@ -21,7 +22,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from ..settings import Settings
-from . import errors, openapi
+from . import docs, errors, openapi
 from .guard import Guard
 from .routes import GRAD_OPERATION, add_routes
 from .state import State
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None, *, launcher: Any = None) -> Fas
         ),
         lifespan=state.lifespan,
         separate_input_output_schemas=False,
+        docs_url=None, redoc_url=None,  # FastAPI's pages load from CDNs: service.http.docs serves them
         openapi_tags=[
             {"name": "gradients", "description": "GradOperation"},
             {"name": "networks", "description": "the registry of networks (content-addressed)"},
@@ -67,6 +69,7 @@ def create_app(settings: Settings | None = None, *, launcher: Any = None) -> Fas
     )
     app.state.service = state
     add_routes(app, state)
+    docs.install(app)  # /docs, /redoc and their assets, all served from here
     errors.install(app)
     app.guard = Guard(functools.partial(FastAPI.__call__, app), state)
     state.routes = list(app.router.routes)

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from engine.errors import GradnetError, TooLargeError
+from engine.errors import GradnetError
 
 from ..errors import (
     BadRequestError,
@@ -38,6 +38,12 @@ log = logging.getLogger("gradserve.app")
 #: the errors a request can get (an answer's error is one of these, or a bug)
 ERRORS = (GradnetError, ServiceError)
 
+#: engine error code -> HTTP status, where it is not 422 (the request is invalid)
+_ENGINE_STATUS = {
+    "too_large": 413,  # engine.TooLargeError: a tensor, intermediate or network over a limit
+    "invalid_onnx": 400,  # engine.onnx.InvalidOnnxError: the body is not an ONNX model
+}
+
 #: service error class -> HTTP status (the most derived class listed wins)
 _SERVICE_STATUS: dict[type[ServiceError], int] = {
     BadRequestError: 400,
@@ -53,7 +59,7 @@ _SERVICE_STATUS: dict[type[ServiceError], int] = {
 def status_of(exc: GradnetError | ServiceError) -> int:
     """The HTTP status of an error: an invalid request is 422 (413 when it is over a limit)."""
     if isinstance(exc, GradnetError):
-        return 413 if isinstance(exc, TooLargeError) else 422
+        return _ENGINE_STATUS.get(exc.code, 422)
     for cls in type(exc).__mro__:
         status = _SERVICE_STATUS.get(cls)  # type: ignore[call-overload]
         if status is not None:

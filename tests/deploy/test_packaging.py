@@ -102,7 +102,7 @@ def test_makefile_phony_targets():
 @pytest.mark.parametrize(
     "target, expected",
     [
-        ("serve", r"^\.venv/bin/gradserve serve --host 127\.0\.0\.1 --port 8000\s*$"),
+        ("serve", r"^\.venv/bin/gradserve serve\s*$"),  # no flags: GRADSERVE_HOST/GRADSERVE_PORT apply
         ("test", r"^\.venv/bin/python -m pytest -q\s*$"),
         ("openapi", r"^\.venv/bin/python -m service\.openapi_export$"),
         ("lint", r"^\.venv/bin/ruff check \.$"),
@@ -137,18 +137,28 @@ def test_make_serve_host_port_override():
     assert re.search(r"gradserve serve --host 0\.0\.0\.0 --port 9001", out.stdout), out.stdout
 
 
-def test_ci_runs_the_readme_test_command():
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+def test_make_serve_ignores_host_and_port_from_the_environment():
+    # HOST or PORT merely present in the environment must not beat GRADSERVE_HOST/GRADSERVE_PORT.
+    env = _make_env() | {"HOST": "10.9.8.7", "PORT": "1234", "GRADSERVE_PORT": "9001"}
+    out = subprocess.run(["make", "-n", "serve"], cwd=ROOT, check=False, capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert re.search(r"^\.venv/bin/gradserve serve\s*$", out.stdout, re.MULTILINE), out.stdout
+
+
+def test_ci_runs_the_readme_commands_on_a_fresh_clone():
     ci = ROOT / ".ci" / "run"
     assert os.access(ci, os.X_OK)
     text = ci.read_text()
     assert text.startswith("#!/usr/bin/env bash")
     assert "set -euo pipefail" in text
-    commands = [
-        line.strip()
-        for line in text.splitlines()
-        if line.strip() and not line.lstrip().startswith(("#", "echo", "cd ", "set "))
-    ]
-    assert commands == ["make test </dev/null"], commands
+    # a clone into an empty temporary folder, and the README's two commands run there
+    assert re.search(r"^work=\$\(mktemp -d\)$", text, re.MULTILINE)
+    assert re.search(r'^git clone .*"\$work/gradserve"$', text, re.MULTILINE)
+    assert re.search(r'^cd "\$work/gradserve"$', text, re.MULTILINE)
+    assert re.search(r"^make test </dev/null", text, re.MULTILINE)
+    assert re.search(r"^GRADSERVE_PORT=\$port make serve </dev/null", text, re.MULTILINE)
+    assert 'examples/curl_tutorial.sh "$url"' in text
     readme = (ROOT / "README.md").read_text()
     quick = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     assert re.findall(r"^make \w+$", quick, re.MULTILINE) == ["make serve", "make test"]

@@ -1,6 +1,7 @@
-"""The engine against MindSpore: every golden case and the seed tutorial's fixtures.
+"""The engine against MindSpore: every golden case and the seed tutorial's cases.
 
-Golden files: ``tests/golden/mindspore/*.json``, written by ``tools/mindspore_oracle.py`` (MindSpore
+Tutorial: ``tests/fixtures/tutorial.json``, the 8 cases of ``tools/tutorial_cases.py`` with the
+gradients MindSpore computed for them (``tools/mindspore_oracle.py``). Golden files: ``tests/golden/mindspore/*.json``, written by ``tools/mindspore_oracle.py`` (MindSpore
 2.10.0, CPU, PyNative) from the cases of ``tools/conformance_cases.py``; see tools/README.md to
 regenerate them. Each case is ``{"name", "request", "expected_gradients", "expected_value", ...}``
 with ``expected_gradients`` nested like GradOperation's result (one tensor; a list; or
@@ -29,18 +30,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN_DIR = ROOT / "tests" / "golden" / "mindspore"
-TUTORIAL = ROOT.parent / "shared" / "fixtures" / "tutorial.json"
-if not TUTORIAL.exists():  # a checkout without the shared folder beside it
-    TUTORIAL = ROOT / "shared" / "fixtures" / "tutorial.json"
+TUTORIAL = ROOT / "tests" / "fixtures" / "tutorial.json"
 
 RTOL, ATOL = 1e-5, 1e-6
 RTOL_F16, ATOL_F16 = 1e-2, 1e-3
 
 
 def _load_cases() -> list[tuple[str, dict]]:
-    out: list[tuple[str, dict]] = []
-    if TUTORIAL.exists():
-        out += [("tutorial", c) for c in json.loads(TUTORIAL.read_text())["cases"]]
+    out = [("tutorial", c) for c in json.loads(TUTORIAL.read_text())["cases"]]
     for path in sorted(GOLDEN_DIR.glob("*.json")):
         out += [(path.stem, c) for c in json.loads(path.read_text())["cases"]]
     return out
@@ -139,6 +136,17 @@ def test_golden_files_match_generator():
     unsupported = (GOLDEN_DIR / "UNSUPPORTED.md").read_text()
     missing = sorted(n for n in generated if n not in golden and f"`{n}`" not in unsupported)
     assert not missing, f"generated cases neither golden nor in UNSUPPORTED.md: {missing[:10]}"
+
+
+def test_tutorial_fixture_matches_generator():
+    """The tutorial fixture's requests are what tools/tutorial_cases.py makes now (else regenerate)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import tutorial_cases
+    finally:
+        sys.path.pop(0)
+    generated = [(c["name"], c["request"]) for c in tutorial_cases.tutorial_cases()]
+    assert [(c["name"], c["request"]) for g, c in CASES if g == "tutorial"] == generated
 
 
 def test_golden_files_cover_every_op():

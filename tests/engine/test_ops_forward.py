@@ -588,6 +588,88 @@ def test_gelu_is_the_tanh_approximation(eng):
     close(one(eng, "GeLU", [x]), expected, tol=1e-12)
 
 
+def test_leaky_relu(eng):
+    x = np.linspace(-3, 3, 13)
+    close(one(eng, "LeakyReLU", [x], {"alpha": 0.1}), np.where(x > 0, x, 0.1 * x), tol=1e-12)
+    close(one(eng, "LeakyReLU", [x]), np.where(x > 0, x, 0.2 * x), tol=1e-12)  # MindSpore's default
+
+
+@pytest.mark.parametrize("equation, shapes", [
+    ("ij,jk->ik", [(2, 3), (3, 4)]), ("bij,bjk->bik", [(2, 2, 3), (2, 3, 2)]), ("ij->ji", [(2, 3)]),
+    ("i,i->", [(4,), (4,)]), ("...ij,j->...i", [(2, 2, 3), (3,)]), ("bhqd,bhkd->bhqk", [(1, 2, 3, 4), (1, 2, 5, 4)]),
+])
+def test_einsum(eng, equation, shapes):
+    xs = [RNG.normal(size=s) for s in shapes]
+    close(one(eng, "Einsum", xs, {"equation": equation}), np.einsum(equation, *xs), tol=1e-12)
+
+
+def test_einsum_refuses_what_is_not_einsum(eng):
+    with pytest.raises(ShapeError, match="einsum"):
+        one(eng, "Einsum", [np.ones((2, 2))], {"equation": "ij->j; import os"})
+
+
+@pytest.mark.parametrize("paddings, value", [([1, 2], 0.0), ([0, 1, 2, 0], -5.0), ([1, 1, -1, 2], 3.0), ([], 0.0)])
+def test_pad(eng, paddings, value):
+    x = RNG.normal(size=(3, 4))
+    pairs = [(paddings[2 * i], paddings[2 * i + 1]) for i in range(len(paddings) // 2)]
+    pairs += [(0, 0)] * (2 - len(pairs))
+    expected = x
+    for axis, (lo, hi) in enumerate(pairs):  # np.pad has no cropping: crop negative entries by slicing
+        idx = [slice(None)] * 2
+        idx[axis] = slice(max(0, -lo), x.shape[axis] - max(0, -hi))
+        expected = expected[tuple(idx)]
+    expected = np.pad(expected, [(max(0, lo), max(0, hi)) for lo, hi in pairs], constant_values=value)
+    close(one(eng, "Pad", [x], {"paddings": paddings, "value": value}), expected, tol=0)
+
+
+def test_pad_errors(eng):
+    with pytest.raises(AttrError, match="even"):
+        one(eng, "Pad", [np.ones((2, 2))], {"paddings": [1, 2, 3]})
+    with pytest.raises(ShapeError, match="pairs"):
+        one(eng, "Pad", [np.ones(2)], {"paddings": [1, 1, 1, 1]})
+
+
+def conv_transpose_reference(x, w, stride, pad, dilation, group, output_padding):
+    """Scatter each input element times the kernel into the output (the definition), then crop."""
+    n, c_in, h, wd = x.shape
+    _, c_out_g, kh, kw = w.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    top, bottom, left, right = pad
+    full_h = (h - 1) * sh + dh * (kh - 1) + 1 + output_padding[0]
+    full_w = (wd - 1) * sw + dw * (kw - 1) + 1 + output_padding[1]
+    out = np.zeros((n, c_out_g * group, full_h, full_w))
+    per = c_in // group
+    for b in range(n):
+        for ci in range(c_in):
+            g = ci // per
+            for i in range(h):
+                for j in range(wd):
+                    for co in range(c_out_g):
+                        for p in range(kh):
+                            for q in range(kw):
+                                out[b, g * c_out_g + co, i * sh + p * dh, j * sw + q * dw] += x[b, ci, i, j] * w[ci, co, p, q]
+    return out[:, :, top:full_h - bottom, left:full_w - right]
+
+
+@pytest.mark.parametrize("stride, pad, dilation, group, output_padding", [
+    ((1, 1), (0, 0, 0, 0), (1, 1), 1, (0, 0)), ((2, 2), (1, 1, 1, 1), (1, 1), 1, (1, 1)),
+    ((2, 1), (0, 1, 1, 0), (2, 1), 2, (1, 0)), ((3, 2), (2, 0, 0, 1), (1, 2), 2, (0, 1)),
+])
+def test_conv2d_transpose(eng, stride, pad, dilation, group, output_padding):
+    x = RNG.normal(size=(2, 4, 3, 4))
+    w = RNG.normal(size=(4, 3, 2, 3))
+    attrs = {"out_channel": 3 * group, "kernel_size": [2, 3], "stride": list(stride), "dilation": list(dilation),
+             "group": group, "output_padding": list(output_padding),
+             "pad_mode": "pad" if any(pad) else "valid", "pad": list(pad) if any(pad) else 0}
+    expected = conv_transpose_reference(x, w, stride, pad, dilation, group, output_padding)
+    close(one(eng, "Conv2DTranspose", [x, w], attrs), expected, tol=1e-10)
+
+
+def test_conv2d_transpose_checks_the_weight(eng):
+    with pytest.raises(ShapeError, match="weight must have shape"):
+        one(eng, "Conv2DTranspose", [np.ones((1, 2, 3, 3)), np.ones((2, 2, 3, 3))], {"out_channel": 3, "kernel_size": 3})
+
+
 @pytest.mark.parametrize("source", ["float32", "float64", "int32", "float16"])
 @pytest.mark.parametrize("target", ["float16", "bfloat16", "float32", "float64"])
 def test_cast_to_every_float_dtype(eng, source, target):
@@ -640,6 +722,9 @@ EXAMPLES = {
     "AvgPool": ([_f32(1, 2, 5, 5)], {"kernel_size": 3, "strides": 2, "pad_mode": "same"}),
     "LayerNorm": ([_f32(2, 3), _f32(3), _f32(3)], {}),
     "BatchNorm": ([_f32(2, 3, 2, 2), _f32(*C3), _f32(*C3), _f32(*C3), _f32(*C3)], {}),
+    "Einsum": ([_f32(2, 3), _f32(3, 2)], {"equation": "ij,jk->ik"}),
+    "Pad": ([_f32(2, 3)], {"paddings": [1, 0, 0, 2], "value": 1.5}),
+    "Conv2DTranspose": ([_f32(1, 2, 3, 3), _f32(2, 2, 2, 2)], {"out_channel": 2, "kernel_size": 2, "stride": 2}),
 }
 
 

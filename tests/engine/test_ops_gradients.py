@@ -302,6 +302,31 @@ def batch_norm_case(draw: Draw, rng) -> Case:
     return Case(inputs, attrs, frozen=(3, 4), live=(0,))
 
 
+def einsum_case(draw: Draw, rng) -> Case:
+    equation, shapes = draw(st.sampled_from([
+        ("ij,jk->ik", [(2, 3), (3, 2)]), ("bij,bjk->bik", [(2, 2, 3), (2, 3, 2)]), ("ij->ji", [(2, 3)]),
+        ("i,i->", [(3,), (3,)]), ("...ij,j->...i", [(2, 2, 3), (3,)]), ("ii->i", [(3, 3)]),
+    ]))
+    return Case([normal(rng, s) for s in shapes], {"equation": equation})
+
+
+def pad_case(draw: Draw, rng) -> Case:
+    paddings = draw(st.sampled_from([[1, 2], [0, 1, 2, 0], [1, 1, -1, 1], [-1, 0]]))
+    return Case([normal(rng, (3, 4))], {"paddings": paddings, "value": draw(st.sampled_from([0.0, -2.5]))})
+
+
+def conv2d_transpose_case(draw: Draw, rng) -> Case:
+    group = draw(st.sampled_from([1, 2]))
+    kh, kw = draw(st.sampled_from([(1, 1), (2, 2), (2, 3)]))
+    attrs: dict[str, Any] = {"out_channel": 2 * group, "kernel_size": [kh, kw], "group": group}
+    attrs["stride"] = draw(st.sampled_from([1, 2, [2, 1]]))
+    attrs["dilation"] = draw(st.sampled_from([1, 2]))
+    if draw(st.booleans()):
+        attrs["pad_mode"], attrs["pad"] = "pad", draw(st.sampled_from([1, [0, 1, 1, 0]]))
+    attrs["output_padding"] = draw(st.sampled_from([0, [1, 0]]))
+    return Case([normal(rng, (1, 2, 3, 3)), normal(rng, (2, 2, kh, kw))], attrs)
+
+
 CASES: dict[str, Callable[[Draw, Any], Case]] = {
     # elementwise arithmetic
     "Add": binary(),
@@ -329,6 +354,7 @@ CASES: dict[str, Callable[[Draw, Any], Case]] = {
     "Sigmoid": unary(),
     "ReLU": unary(away),
     "ReLU6": unary(relu6_values),
+    "LeakyReLU": unary(away),
     "GeLU": unary(),
     "Softplus": unary(),
     "Erf": unary(),
@@ -352,6 +378,7 @@ CASES: dict[str, Callable[[Draw, Any], Case]] = {
     "AvgPool": pool_case(normal),
     "LayerNorm": layer_norm_case,
     "BatchNorm": batch_norm_case,
+    "Conv2DTranspose": conv2d_transpose_case,
     # linear algebra and reductions
     "MatMul": matmul_case,
     "BatchMatMul": batch_matmul_case,
@@ -362,6 +389,7 @@ CASES: dict[str, Callable[[Draw, Any], Case]] = {
     "ReduceProd": reduce_case(away),
     "LogSumExp": reduce_case(),
     "CumSum": cum_sum_case,
+    "Einsum": einsum_case,
     # shapes
     "Reshape": reshape_case,
     "Transpose": transpose_case,
@@ -375,6 +403,7 @@ CASES: dict[str, Callable[[Draw, Any], Case]] = {
     "Slice": slice_case,
     "StridedSlice": strided_slice_case,
     "Gather": gather_case,
+    "Pad": pad_case,
 }
 
 #: ops with no float input -> float output path, and an example showing it

@@ -8,17 +8,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
 import engine
+from tests.support import FIXTURES
 from tests.support.servers import start_server
-
-ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = ROOT.parent / "shared" / "fixtures"
 
 pytestmark = pytest.mark.gpu
 

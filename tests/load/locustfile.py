@@ -14,8 +14,8 @@ together for a mixed load): ``TutorialUser`` (the seed tutorial net, get_all) an
 - ``GRADSERVE_LOADTEST_ENCODING``: ``json`` (default), ``b64`` or ``binary``.
 - ``GRADSERVE_LOADTEST_NETWORK_ID=1``: register the network once and send ``network_id``.
 - ``GRADSERVE_LOADTEST_RATE``: requests/s per user (``constant_throughput``); unset: closed loop.
-- ``GRADSERVE_LOADTEST_MLP_FILE``: the MLP request (default ``../shared/fixtures/mlp.json``,
-  generated with numpy if absent).
+- ``GRADSERVE_LOADTEST_MLP_FILE``: the MLP request (default ``tests/fixtures/mlp.json``, written
+  by ``tools/make_mlp_fixture.py``).
 - ``GRADSERVE_LOADTEST_HEADERS``: extra headers, ``Name: value`` separated by ``;`` (API keys).
 
 The bodies are built by :mod:`gradserve_loadtest.scenarios`, the user class is

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import engine
 from gradserve_loadtest import backends, report, scenarios, server
 from gradserve_loadtest.command import build_parser, main
 from gradserve_loadtest.scenarios import BINARY_HEADER
+from tests.support import FIXTURES, ROOT
 from tests.support.servers import KEY_A
 
 COUNT_SLACK = 2
@@ -66,7 +68,7 @@ def test_tutorial_body_in_every_encoding(encoding: str) -> None:
 
 
 def test_binary_mlp_body_keeps_tensor_order_and_bytes() -> None:
-    req = scenarios.generate_mlp_request()
+    req, _ = scenarios.mlp_request()
     prepared = scenarios.prepare(req, "binary")
     doc, decoded = _server_decode(prepared)
     net = decoded["network"]
@@ -77,20 +79,28 @@ def test_binary_mlp_body_keeps_tensor_order_and_bytes() -> None:
     np.testing.assert_array_equal(x.tobytes(), base64.b64decode(req["inputs"][0]["b64"]))
 
 
-def test_generated_mlp_has_the_fixture_shape_and_is_deterministic() -> None:
-    a, b = scenarios.generate_mlp_request(), scenarios.generate_mlp_request()
-    assert scenarios.prepare(a, "b64").body == scenarios.prepare(b, "b64").body
-    shapes = [p["value"]["shape"] for p in a["network"]["parameters"]]
+def test_mlp_scenario_reads_the_repository_fixture() -> None:
+    req, source = scenarios.mlp_request()
+    assert Path(source).resolve() == (ROOT / "tests" / "fixtures" / "mlp.json").resolve()
+    shapes = [p["value"]["shape"] for p in req["network"]["parameters"]]
     assert shapes == [[784, 512], [512], [512, 512], [512], [512, 10], [10]]
-    assert [t["shape"] for t in a["inputs"]] == [[128, 784], [128, 10]]
-    assert a["get_by_list"] is True
-    fixture = scenarios.find_file(scenarios.DEFAULT_MLP_FILE)
-    if fixture is not None:  # same graph as shared/fixtures/mlp.json
-        f = json.loads(fixture.read_text())
-        assert [n["op"] for n in f["network"]["nodes"]] == [n["op"] for n in a["network"]["nodes"]]
-        assert [p["value"]["shape"] for p in f["network"]["parameters"]] == shapes
-    req, source = scenarios.mlp_request("/nonexistent/mlp.json")
-    assert source.startswith("generated")
+    assert [t["shape"] for t in req["inputs"]] == [[128, 784], [128, 10]]
+    assert req["get_by_list"] is True
+
+
+def test_mlp_fixture_is_what_its_generator_writes() -> None:
+    done = subprocess.run([sys.executable, "tools/make_mlp_fixture.py", "--check"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_missing_mlp_file_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "mlp.json"
+    with pytest.raises(FileNotFoundError, match="make_mlp_fixture"):
+        scenarios.build_scenario("mlp", missing)
+    code = main(["http://127.0.0.1:9", "--scenario", "mlp", "--mlp-file", str(missing), "--no-progress"])
+    assert code == 2
+    assert "make_mlp_fixture" in capsys.readouterr().err
 
 
 def test_network_id_mode_sends_only_inputs_and_the_id() -> None:
@@ -106,9 +116,7 @@ def test_request_file_and_fixture_cases(tmp_path: Path) -> None:
     (tmp_path / "mine.json").write_text(json.dumps(body))
     sc = scenarios.build_scenario(str(tmp_path / "mine.json"))
     assert sc.name == "mine" and "get_all" not in sc.request
-    tutorial_fixture = scenarios.find_file("../shared/fixtures/tutorial.json")
-    if tutorial_fixture is not None:
-        assert scenarios.load_request(tutorial_fixture)["network"]["name"] == "tutorial-net"
+    assert scenarios.load_request(FIXTURES / "tutorial.json")["network"]["name"] == "tutorial-net"
     with pytest.raises(ValueError):
         scenarios.build_scenario("no-such-scenario")
 
@@ -345,7 +353,6 @@ def test_hey_backend_binary_network_id(live_server, tmp_path: Path) -> None:
 def test_web_ui_locustfile_headless(live_server, tmp_path: Path) -> None:
     """tests/load/locustfile.py runs as is (here headless, for 2 s) and gets 200s only."""
     import os
-    import subprocess
 
     locustfile = Path(__file__).with_name("locustfile.py")
     env = {**os.environ, "GRADSERVE_LOADTEST_ENCODING": "b64",

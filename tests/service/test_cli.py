@@ -16,6 +16,16 @@ def test_every_setting_is_a_flag():
         assert "--" + name.replace("_", "-") in flags, name
 
 
+def test_help_shows_plain_defaults(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "GRADSERVE_REGISTRY_PATH; default var/registry.sqlite3]" in text
+    assert "GRADSERVE_HOST; default 127.0.0.1]" in text
+    assert "GRADSERVE_COMPILE_CACHE_DIR; default unset]" in text
+    assert "PosixPath" not in text and "None" not in text and "'" not in text
+
+
 def test_flags_override_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("GRADSERVE_PORT", "7000")
     monkeypatch.setenv("GRADSERVE_QUEUE_SIZE", "3")

@@ -1,4 +1,4 @@
-"""The clients in examples/ (curl, Node.js) run against a live server and reproduce the tutorial."""
+"""The clients in examples/ (curl, Python, Node.js) run against a live server and reproduce the tutorial."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -34,6 +35,15 @@ def test_curl_example_reproduces_the_tutorial(live_server, tutorial):
     assert reply["gradient_names"] == "x"
     assert got.dtype == expected.dtype and got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_python_example_reproduces_the_tutorial(live_server, tutorial):
+    out = _run([sys.executable, "examples/python_client.py"], live_server.url)
+    (dx, dy), (dz,) = (
+        [decode_tensor(t) for t in group] for group in _expected(tutorial, "grad-wrt-inputs-and-weights"))
+    expected = ["gradient_names: [['x', 'y'], ['z']]"]
+    expected += [f"d{n}: {g.dtype} {list(g.shape)}\n{g}" for n, g in (("x", dx), ("y", dy), ("z", dz))]
+    assert out == "\n".join(expected) + "\n"
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")

@@ -9,6 +9,7 @@ import sqlite3
 import pytest
 
 import engine
+from service.auth import PUBLIC, namespace_of
 from service.errors import NotFoundError
 from service.http.errors import status_of
 from service.registry import NetworkRegistry, RegistryUnavailableError
@@ -69,6 +70,16 @@ def test_namespaces(registry, networks):
     assert registry.delete("bob", a.id) is False
     with registry._lock:
         assert registry._db.execute("SELECT COUNT(*) FROM documents").fetchone()[0] == 0
+
+
+def test_not_found_names_the_api_key_only_when_there_are_keys(registry, networks):
+    nid = networks[0].id
+    with pytest.raises(NotFoundError) as keyed:
+        registry.get(namespace_of("some-key"), nid)
+    assert "with this API key" in keyed.value.message
+    with pytest.raises(NotFoundError) as open_:  # no keys configured: one namespace for all
+        registry.get(PUBLIC, nid)
+    assert "API key" not in open_.value.message and nid in open_.value.message
 
 
 def test_parsed_networks_are_cached(registry, networks):
@@ -163,5 +174,6 @@ def test_registry_survives_restart_and_a_deleted_file(server_factory, tmp_path_f
     third = server_factory(directory=directory)  # a fresh registry
     with third.client() as c:
         assert c.get("/networks").json() == {"networks": []}
-        error_of(c.post("/grad", json={"network_id": nid, "inputs": inputs}), 404, "not_found")
+        err = error_of(c.post("/grad", json={"network_id": nid, "inputs": inputs}), 404, "not_found")
+        assert "API key" not in err["message"]  # this server has no keys
         assert c.post("/networks", json=network).status_code == 201

@@ -3,7 +3,7 @@ the repository root on ``sys.path`` and registers :mod:`tests.support.servers` a
 
 - :mod:`~tests.support.servers`: real ``gradserve serve`` subprocesses and the session fixtures
   ``server_factory`` and ``live_server`` (with its API keys and limits);
-- :mod:`~tests.support.api_contract`: the wire format, error shape and metrics of shared/API.md,
+- :mod:`~tests.support.api_contract`: the wire format, error shape and metrics of the API contract,
   written from the contract (not from the service's codec), and networks slow to compile;
 - :mod:`~tests.support.raw_http`: HTTP/1.1 on a raw socket, for bodies a client library would not
   send (over the limit, lying about their length);
@@ -11,13 +11,13 @@ the repository root on ``sys.path`` and registers :mod:`tests.support.servers` a
   pool and the handlers tested without processes;
 - :mod:`~tests.support.ipc`: the blocking reader of the server <-> worker framing.
 
-This module: where the repository and the shared fixtures are.
+This module: where the repository and its fixtures (``tests/fixtures``, written by the scripts
+in ``tools/``, see tools/README.md) are.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = Path(os.environ.get("GRADSERVE_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+FIXTURES = ROOT / "tests" / "fixtures"

@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 import engine
+from engine.onnx.errors import InvalidOnnxError, UnsupportedOnnxOpError
 from service import errors
 from service.http.errors import error_response, status_of
 
@@ -15,6 +16,8 @@ from service.http.errors import error_response, status_of
     (engine.ArgumentError("x"), 422),
     (engine.NetworkError("x"), 422),
     (engine.TooLargeError("x"), 413),
+    (InvalidOnnxError("x"), 400),
+    (UnsupportedOnnxOpError("x"), 422),
     (errors.BadRequestError("x"), 400),
     (errors.NotFoundError("x"), 404),
     (errors.PayloadTooLargeError("x"), 413),

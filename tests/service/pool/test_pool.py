@@ -37,9 +37,8 @@ from service.ipc.messages import GradJob, JobResult
 from service.pool import PoolStartError, WorkerPool
 from service.pool.probe import cpu_plan, gpu_plan, may_have_gpu
 from service.settings import Settings
+from tests.support import FIXTURES, ROOT
 
-ROOT = Path(__file__).resolve().parents[3]
-FIXTURES = Path("/work/shared/fixtures") if Path("/work/shared/fixtures").is_dir() else ROOT / "shared" / "fixtures"
 TUTORIAL = json.loads((FIXTURES / "tutorial.json").read_text())["cases"]
 START_TIMEOUT_S = 60.0
 
