@@ -122,9 +122,10 @@ def test_request_file_and_fixture_cases(tmp_path: Path) -> None:
 
 
 def test_non_finite_and_oip_spellings() -> None:
-    t = scenarios.decode_tensor({"datatype": "FP32", "shape": [3], "data": [1.0, "NaN", "-Infinity"]})
-    wire = t.to_wire("json")
+    wire = scenarios.to_wire({"datatype": "FP32", "shape": [3], "data": [1.0, "NaN", "-Infinity"]}, "json")
     assert wire["dtype"] == "float32" and wire["data"][1:] == ["NaN", "-Infinity"]
+    head, raw = scenarios.raw_bytes({"datatype": "BF16", "shape": [2], "data": [1.0, -2.0]})
+    assert head == {"dtype": "bfloat16", "shape": [2], "binary_data_size": 4} and raw == bytes.fromhex("803f00c0")
 
 
 # --------------------------------------------------------------------------------------------
