@@ -22,6 +22,7 @@ from .dtypes import DTYPES, OIP_DTYPES, dtype_name, parse_dtype
 from .errors import (
     ArgumentError,
     AttrError,
+    CodedError,
     CycleError,
     DTypeError,
     DuplicateNameError,
@@ -55,7 +56,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "DTYPES", "OIP_DTYPES", "OPS", "ArgumentError", "AttrError", "CycleError", "DTypeError",
+    "DTYPES", "OIP_DTYPES", "OPS", "ArgumentError", "AttrError", "CodedError", "CycleError", "DTypeError",
     "DuplicateNameError", "Engine", "GradResult", "GradSpec", "GradnetError", "Network",
     "NetworkError", "SensError", "ShapeError", "TensorError", "TooLargeError", "UndefinedNameError",
     "UnknownOpError", "catalog", "configure_compile_cache", "configure_jax", "decode_inputs",

@@ -1,26 +1,21 @@
 """The service's own errors: what only a server can go wrong with (the body's framing and size,
 auth, the registry, queueing, workers, deadlines, draining).
 
-They are not engine errors: an invalid request is an ``engine.GradnetError``, a full queue is a
-:class:`QueueFullError`, and nothing here knows HTTP. :mod:`service.http.errors` maps both
+They are not engine errors: both branch from ``engine.errors.CodedError`` (code, message,
+path), but an invalid request is an ``engine.GradnetError`` and a full queue a
+:class:`QueueFullError`; nothing here knows HTTP. :mod:`service.http.errors` maps both
 hierarchies to HTTP statuses and to the one error body ``{"error": {"code", "message", "path"}}``.
 """
 
 from __future__ import annotations
 
+from engine.errors import CodedError
 
-class ServiceError(Exception):
-    """Base class: ``code`` (machine-readable), ``message``, and ``path`` into the request."""
+
+class ServiceError(CodedError):
+    """Base class of the service's errors."""
 
     code = "internal_error"
-
-    def __init__(self, message: str, path: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.path = path
-
-    def to_dict(self) -> dict[str, str | None]:
-        return {"code": self.code, "message": self.message, "path": self.path}
 
 
 class BadRequestError(ServiceError):

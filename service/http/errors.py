@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from engine.errors import GradnetError
+from engine.errors import CodedError, GradnetError
 
 from ..errors import (
     BadRequestError,
@@ -36,7 +36,7 @@ from .encode import json_response
 log = logging.getLogger("gradserve.app")
 
 #: the errors a request can get (an answer's error is one of these, or a bug)
-ERRORS = (GradnetError, ServiceError)
+ERRORS = CodedError
 
 #: engine error code -> HTTP status, where it is not 422 (the request is invalid)
 _ENGINE_STATUS = {
@@ -56,7 +56,7 @@ _SERVICE_STATUS: dict[type[ServiceError], int] = {
 }
 
 
-def status_of(exc: GradnetError | ServiceError) -> int:
+def status_of(exc: CodedError) -> int:
     """The HTTP status of an error: an invalid request is 422 (413 when it is over a limit)."""
     if isinstance(exc, GradnetError):
         return _ENGINE_STATUS.get(exc.code, 422)
@@ -67,7 +67,7 @@ def status_of(exc: GradnetError | ServiceError) -> int:
     return 500
 
 
-def error_response(exc: GradnetError | ServiceError, headers: Mapping[str, str] | None = None) -> Response:
+def error_response(exc: CodedError, headers: Mapping[str, str] | None = None) -> Response:
     """``{"error": {"code", "message", "path"}}`` with the error's status (and Retry-After on 503)."""
     extra = dict(headers or {})
     if isinstance(exc, UnavailableError):
@@ -89,7 +89,7 @@ def bug_response(exc: Exception) -> Response:
                  "request; it has been logged", None)
 
 
-def log_error(where: str, exc: GradnetError | ServiceError) -> None:
+def log_error(where: str, exc: CodedError) -> None:
     """Errors that are the service's, not the request's (5xx), are logged."""
     if status_of(exc) >= 500:
         log.warning("%s: %s %s", where, exc.code, exc.message)
@@ -131,8 +131,7 @@ async def _on_bug(request: Request, exc: Exception) -> Response:
 
 def install(app: FastAPI) -> None:
     """The app's exception handlers: every error answer has the one body."""
-    for cls in ERRORS:
-        app.add_exception_handler(cls, _on_error)
+    app.add_exception_handler(CodedError, _on_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(Exception, _on_bug)
