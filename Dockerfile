@@ -6,15 +6,17 @@
 #   NVIDIA GPU:     docker build --build-arg VARIANT=cuda -t gradserve:cuda .
 #                   docker run --gpus all -p 8000:8000 gradserve:cuda gradserve serve --device gpu
 #
+# deploy/container-test.sh builds this file with podman and checks the running container
+# (README, "Deployment").
+#
 # Dependencies come from pyproject.toml only (`pip install .` or `.[cuda]`), the same source
 # the README's `make serve` / `make test` install from. Nothing here lists packages by hand.
 
 # cpu | cuda
 ARG VARIANT=cpu
+# Both variants start from this image. CI on machines that cannot pull it passes a stand-in
+# (Debian bookworm with its python3.11, made by deploy/container-test.sh).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-# jax[cuda12] brings CUDA, cuDNN, cuBLAS etc. as pip wheels, so the CUDA image only has to
-# provide the NVIDIA container runtime wiring; any CUDA 12 runtime/cudnn-runtime tag also works.
-ARG CUDA_IMAGE=nvidia/cuda:12.8.1-base-ubuntu22.04
 
 # ---------------------------------------------------------------------------------------------
 # Base images: the same Python interpreter at the same path in builder and runtime, so the
@@ -26,20 +28,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 
-FROM ${CUDA_IMAGE} AS base-cuda
-ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1 \
-    DEBIAN_FRONTEND=noninteractive
-# Ubuntu 22.04 ships Python 3.11 in jammy-updates. Versions are not pinned: the Ubuntu archive
-# drops superseded package versions, so a pin would break the build after the next security update.
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3.11 python3.11-venv ca-certificates \
-    && rm -rf /var/lib/apt/lists/* \
-    && ln -sf /usr/bin/python3.11 /usr/local/bin/python3 \
-    && ln -sf /usr/bin/python3.11 /usr/local/bin/python
+# No NVIDIA base image: `.[cuda]` installs jax[cuda12], whose wheels carry the CUDA runtime,
+# cuBLAS, cuDNN, cuFFT, cuSPARSE, cuSOLVER, NCCL and ptxas. The one thing they lack is the
+# driver (libcuda.so), which belongs to the host: the NVIDIA Container Toolkit mounts it when the
+# container starts (`--gpus`, compose `deploy.resources`, or CDI `--device nvidia.com/gpu=all`).
+# The two variables are what nvidia/cuda images set for the toolkit: without
+# NVIDIA_DRIVER_CAPABILITIES, older toolkits mount only the `utility` libraries (nvidia-smi,
+# NVML), not `compute` (libcuda), and JAX would find no GPU.
+FROM base-cpu AS base-cuda
+ENV NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
 # ---------------------------------------------------------------------------------------------
 # Builder: a venv with gradserve and its runtime dependencies, from pyproject.toml.

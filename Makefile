@@ -74,3 +74,11 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# On a host with an NVIDIA GPU: the gpu-marked tests and the engine and service benchmarks on the
+# GPU, with the card (deploy/gpu-check.sh; GPU_CHECK_ARGS=--record appends to docs/benchmarks.md).
+# It refuses, before installing anything, where there is no GPU.
+.PHONY: gpu-check
+GPU_CHECK_ARGS ?=
+gpu-check:
+	VENV=$(VENV) deploy/gpu-check.sh $(GPU_CHECK_ARGS)

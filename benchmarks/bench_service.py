@@ -37,9 +37,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(url: str, timeout: float = 120.0) -> None:
+def wait_ready(url: str, timeout: float = 120.0, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[2:4]} exited with status {proc.returncode} before {url} answered")
         try:
             if httpx.get(url, timeout=1.0).status_code == 200:
                 return
@@ -52,7 +54,12 @@ def wait_ready(url: str, timeout: float = 120.0) -> None:
 def start(cmd: list[str], ready_url: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_ready(ready_url)
+    try:
+        wait_ready(ready_url, proc=proc)
+    except BaseException:  # not left running when it never became ready
+        proc.kill()
+        proc.wait()
+        raise
     return proc
 
 
@@ -83,14 +90,17 @@ def wrk(url: str, body: bytes, connections: int, duration: int, headers: dict[st
             "non_2xx": int(non2xx.group(1)) if non2xx else 0}
 
 
-def in_process_mlp(repeats: int) -> float:
-    """Median ms of the warm in-process engine call on the MLP (what the service wraps)."""
+def in_process_mlp(repeats: int, device: str = "cpu") -> float:
+    """Median ms of the warm in-process engine call on the MLP (what the service wraps), on the
+    same kind of device as the server's workers."""
+    import jax
+
     import engine
 
     engine.configure_jax()  # as the worker does
     request = json.loads((FIXTURES / "mlp.json").read_text())
     net = engine.parse_network(request["network"])
-    eng = engine.Engine()
+    eng = engine.Engine(device=jax.devices(device)[0])
     inputs = engine.decode_inputs(request["inputs"])
     for _ in range(5):
         eng.grad(net, inputs, get_by_list=True)
@@ -113,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
+                        help="the server's workers and the in-process engine run there (deploy/gpu-check.sh: gpu)")
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         sys.exit("wrk is not on PATH: apt-get install wrk")
@@ -127,12 +139,17 @@ def main(argv: list[str] | None = None) -> int:
     echo = start([sys.executable, "-m", "uvicorn", "benchmarks.echo_app:app", "--port", str(echo_port), *uvicorn_flags],
                  f"http://127.0.0.1:{echo_port}/docs")
     with tempfile.TemporaryDirectory() as tmp:
-        server = start(
-            [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(grad_port),
-             "--workers", "1", "--device", "cpu", "--registry-path", f"{tmp}/registry.sqlite3"],
-            f"http://127.0.0.1:{grad_port}/health/ready",
-            env={"GRADSERVE_LOG_LEVEL": "warning"},
-        )
+        try:
+            server = start(
+                [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(grad_port),
+                 "--workers", "1", "--device", args.device, "--registry-path", f"{tmp}/registry.sqlite3"],
+                f"http://127.0.0.1:{grad_port}/health/ready",
+                env={"GRADSERVE_LOG_LEVEL": "warning"},
+            )
+        except BaseException:
+            echo.terminate()
+            echo.wait(timeout=30)
+            raise
         try:
             base = f"http://127.0.0.1:{grad_port}"
             tut_id = httpx.post(f"{base}/networks", json=tutorial["network"]).json()["network_id"]
@@ -163,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             echo.terminate()
             echo.wait(timeout=30)
 
-    results["mlp_in_process_ms"] = {"p50_ms": in_process_mlp(200)}
+    results["mlp_in_process_ms"] = {"p50_ms": in_process_mlp(200, args.device)}
     ratios = {
         "tutorial_p50_vs_echo_c1": results["tutorial_c1"]["p50_ms"] / results["echo_c1"]["p50_ms"],
         "tutorial_rps_vs_echo_c16": results["tutorial_c16"]["rps"] / results["echo_c16"]["rps"],
@@ -185,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         met = value <= goal if op == "<=" else value >= goal
         print(f"| {name} | {value:.2f} | {op} {goal} | {'yes' if met else 'NO'} |")
     if args.json:
-        args.json.write_text(json.dumps({"results": results, "ratios": ratios}, indent=2))
+        args.json.write_text(json.dumps({"device": args.device, "results": results, "ratios": ratios}, indent=2))
     return 0
 
 

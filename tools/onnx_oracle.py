@@ -112,13 +112,15 @@ class LSTMModel(nn.Module):
 
 
 class GRUModel(nn.Module):
+    """Two outputs: the sequence and the last hidden states (a tuple, so sens is a list)."""
+
     def __init__(self):
         super().__init__()
         self.gru = nn.GRU(4, 5, batch_first=True, bidirectional=True)
 
     def forward(self, x):
-        y, _ = self.gru(x)
-        return y
+        y, h = self.gru(x)
+        return y, h * 2
 
 
 class Embedding(nn.Module):
@@ -131,23 +133,75 @@ class Embedding(nn.Module):
         return self.fc(self.emb(ids).mean(dim=1))
 
 
+class Stem(nn.Module):
+    """A ResNet stem: 7x7/2 conv, BatchNorm, 3x3/2 max pool with padding, then a ceil-mode
+    average pool that leaves the padding out, and the global average pool."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 7, 2, 3, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        h = nn.functional.max_pool2d(torch.relu(self.bn(self.conv(x))), 3, 2, 1)
+        h = nn.functional.avg_pool2d(h, 3, 2, 1, ceil_mode=True, count_include_pad=False)
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(h, 1), 1)
+
+
+class Decoder(nn.Module):
+    """ConvTranspose2d (stride, padding, output_padding), InstanceNorm2d, LeakyReLU, a dilated Conv1d."""
+
+    def __init__(self):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1)
+        self.norm = nn.InstanceNorm2d(4, affine=True)
+        self.conv = nn.Conv1d(4, 2, 3, padding=2, dilation=2)
+
+    def forward(self, x):
+        u = self.up(x)
+        # + u / 2: the instance norm alone would make the up-convolution's bias gradient zero
+        h = nn.functional.leaky_relu(self.norm(u), 0.2) + u / 2
+        return self.conv(torch.flatten(h, 2))
+
+
+class Activations(nn.Module):
+    """GroupNorm and the activations PyTorch models use beyond ReLU: SiLU, ELU, SELU, CELU,
+    Hardswish, Hardsigmoid, PReLU, Mish, Softplus, ReLU6, and an upper-triangular mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.norm = nn.GroupNorm(2, 4)
+        self.prelu = nn.PReLU(4)
+
+    def forward(self, x):
+        h = nn.functional.silu(self.norm(self.conv(x)))
+        h = nn.functional.elu(h, 0.7) + nn.functional.selu(h) + nn.functional.celu(h, 1.3)
+        h = nn.functional.hardswish(h) + nn.functional.hardsigmoid(h) + self.prelu(h)
+        h = nn.functional.mish(h) + nn.functional.softplus(h) + nn.functional.relu6(h * 4)
+        return torch.triu(h, diagonal=1)
+
+
 def _inputs(name: str, g: torch.Generator) -> tuple[torch.Tensor, ...]:
-    shapes = {"mlp": (3, 6), "cnn": (2, 2, 8, 8), "resblock": (2, 3, 6, 6), "transformer": (2, 5, 8),
-              "lstm": (2, 5, 4), "gru": (2, 3, 4)}
+    shapes = {"mlp": (3, 6), "mlp_dynamic": (3, 6), "stem": (2, 3, 16, 16), "decoder": (2, 3, 3, 3), "cnn": (2, 2, 8, 8), "resblock": (2, 3, 6, 6), "transformer": (2, 5, 8),
+              "lstm": (2, 5, 4), "gru": (2, 3, 4), "activations": (2, 2, 4, 4)}
     if name == "embedding":
         return (torch.tensor([[1, 3, 3, 7, 0], [9, 2, 5, 5, 1]], dtype=torch.int64),)
     return (torch.randn(*shapes[name], generator=g),)
 
 
-MODELS = {"mlp": MLP, "cnn": CNN, "resblock": BasicBlock, "transformer": Encoder, "lstm": LSTMModel,
-          "gru": GRUModel, "embedding": Embedding}
+MODELS = {"mlp": MLP, "mlp_dynamic": MLP, "stem": Stem, "decoder": Decoder, "cnn": CNN, "resblock": BasicBlock, "transformer": Encoder, "lstm": LSTMModel,
+          "gru": GRUModel, "embedding": Embedding, "activations": Activations}
 
 
 #: (conv, batchnorm) pairs that an exporter may fuse into one Conv (W * s, (b - mean) * s + beta,
 #: s = gamma / sqrt(var + eps)); the fused initializers' gradients follow from torch's by the chain
 #: rule: dL/dW' = (dL/dW) / s per output channel, dL/db' = dL/dbeta.
 FUSED = {"cnn": [("conv1", "bn1"), ("conv2", "bn2")],
-         "resblock": [("conv1", "bn1"), ("conv2", "bn2"), ("downsample.0", "downsample.1")]}
+         "resblock": [("conv1", "bn1"), ("conv2", "bn2"), ("downsample.0", "downsample.1")],
+         "stem": [("conv", "bn")]}
+#: models exported with a free batch dimension (``dynamic_shapes`` / ``dynamic_axes``)
+DYNAMIC = {"mlp_dynamic"}
 
 
 def fused_candidates(name: str, model: nn.Module, grads) -> list[tuple[str, np.ndarray, dict[str, np.ndarray]]]:
@@ -189,15 +243,18 @@ def _name_of(model: nn.Module, t: torch.Tensor) -> str:
     return ""
 
 
-def export(model: nn.Module, args: tuple, how: str) -> bytes:
+def export(model: nn.Module, args: tuple, how: str, dynamic: bool = False) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if how == "torchscript":
             buf = io.BytesIO()
+            names = [f"x{i}" if i else "x" for i in range(len(args))]
+            axes = {n: {0: "batch"} for n in names + ["y"]} if dynamic else None
             torch.onnx.export(model, args, buf, dynamo=False, opset_version=17,
-                              input_names=[f"x{i}" if i else "x" for i in range(len(args))], output_names=["y"])
+                              input_names=names, output_names=["y"], dynamic_axes=axes)
             return buf.getvalue()
-        program = torch.onnx.export(model, args, dynamo=True, optimize=(how == "dynamo"))
+        shapes = tuple({0: torch.export.Dim("batch")} for _ in args) if dynamic else None
+        program = torch.onnx.export(model, args, dynamo=True, optimize=(how == "dynamo"), dynamic_shapes=shapes)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.onnx"
             program.save(str(path), external_data=False)
@@ -243,7 +300,7 @@ def locate(init: np.ndarray, pool: np.ndarray, where: dict[bytes, int | None]) -
 
 def make(name: str, how: str) -> None:
     model, args = build(name)
-    data = export(model, args, how)
+    data = export(model, args, how, dynamic=name in DYNAMIC)
     proto = onnx.load_model_from_string(data)
     with torch.no_grad():
         ys = model(*args)

@@ -147,6 +147,83 @@ def _gelu(b: Builder, n: Node) -> list:
     return [b.op("Mul", [b.op("Mul", [x, scalar(0.5, x)]), b.op("Add", [e, scalar(1.0, x)])], name=out(n))]
 
 
+def _elu(b: Builder, x: Val, alpha: float, name: str | None) -> Val:
+    # exp of min(x, 0): the branch Select leaves out must stay finite, or its zero cotangent
+    # times an infinite derivative would be NaN
+    neg = b.op("Minimum", [x, scalar(0.0, x)])
+    em1 = b.op("Sub", [b.op("Exp", [neg]), scalar(1.0, x)])
+    return b.op("Select", [b.op("Greater", [x, scalar(0.0, x)]), x, b.op("Mul", [em1, scalar(alpha, x)])], name=name)
+
+
+@converter("Elu")
+def _elu_op(b: Builder, n: Node) -> list:
+    return [_elu(b, n.inputs[0], float(n.attr("alpha", 1.0)), out(n))]
+
+
+@converter("Selu")
+def _selu(b: Builder, n: Node) -> list:
+    x = n.inputs[0]
+    alpha = float(n.attr("alpha", 1.67326319217681884765625))
+    gamma = float(n.attr("gamma", 1.05070102214813232421875))
+    return [b.op("Mul", [_elu(b, x, alpha, None), scalar(gamma, x)], name=out(n))]
+
+
+@converter("Celu")
+def _celu(b: Builder, n: Node) -> list:
+    # max(0, x) + alpha * (exp(min(0, x) / alpha) - 1)
+    x = n.inputs[0]
+    alpha = float(n.attr("alpha", 1.0))
+    neg = b.op("Mul", [b.op("Minimum", [x, scalar(0.0, x)]), scalar(1 / alpha, x)])
+    em1 = b.op("Mul", [b.op("Sub", [b.op("Exp", [neg]), scalar(1.0, x)]), scalar(alpha, x)])
+    return [b.op("Add", [b.op("Maximum", [x, scalar(0.0, x)]), em1], name=out(n))]
+
+
+def _hard_sigmoid(b: Builder, x: Val, alpha: float, beta: float, name: str | None) -> Val:
+    lin = b.op("Add", [b.op("Mul", [x, scalar(alpha, x)]), scalar(beta, x)])
+    return b.op("Maximum", [b.op("Minimum", [lin, scalar(1.0, x)]), scalar(0.0, x)], name=name)
+
+
+@converter("HardSigmoid")
+def _hard_sigmoid_op(b: Builder, n: Node) -> list:
+    return [_hard_sigmoid(b, n.inputs[0], float(n.attr("alpha", 0.2)), float(n.attr("beta", 0.5)), out(n))]
+
+
+@converter("HardSwish")
+def _hard_swish(b: Builder, n: Node) -> list:
+    x = n.inputs[0]
+    return [b.op("Mul", [x, _hard_sigmoid(b, x, 1 / 6, 0.5, None)], name=out(n))]
+
+
+@converter("Mish")
+def _mish(b: Builder, n: Node) -> list:
+    x = n.inputs[0]
+    return [b.op("Mul", [x, b.op("Tanh", [b.op("Softplus", [x])])], name=out(n))]
+
+
+@converter("Softsign")
+def _softsign(b: Builder, n: Node) -> list:
+    x = n.inputs[0]
+    return [b.op("Div", [x, b.op("Add", [b.op("Abs", [x]), scalar(1.0, x)])], name=out(n))]
+
+
+@converter("PRelu")
+def _prelu(b: Builder, n: Node) -> list:
+    x, slope = n.inputs[0], n.inputs[1]
+    neg = b.op("Less", [x, scalar(0.0, x)])
+    return [b.op("Select", [neg, b.op("Mul", [x, slope]), x], name=out(n))]
+
+
+@converter("Trilu")
+def _trilu(b: Builder, n: Node) -> list:
+    # x times a constant 0/1 mask of its last two (static) dimensions
+    x = n.inputs[0]
+    k = int(np.asarray(static(n, 1, "k")).reshape(-1)[0]) if n.input(1) is not None else 0
+    rows, cols = need_static(n, x)[-2:] if x.rank and x.rank >= 2 else need_static(n, x)
+    ones = np.ones((rows, cols), x.dtype)
+    mask = np.triu(ones, k) if n.attr("upper", 1) else np.tril(ones, k)
+    return [b.op("Mul", [x, constant(mask)], name=out(n))]
+
+
 @converter("Clip")
 def _clip(b: Builder, n: Node) -> list:
     x = n.inputs[0]
@@ -164,7 +241,17 @@ def _clip(b: Builder, n: Node) -> list:
 
 @converter("Softmax", "LogSoftmax")
 def _softmax(b: Builder, n: Node) -> list:
-    return [b.op(n.op_type, [n.inputs[0]], {"axis": int(n.attr("axis", -1))}, name=out(n))]
+    x = n.inputs[0]
+    if n.opset >= 13:
+        return [b.op(n.op_type, [x], {"axis": int(n.attr("axis", -1))}, name=out(n))]
+    # before opset 13: the input is seen as 2-D, [prod(shape[:axis]), prod(shape[axis:])], and
+    # normalized over its second axis: over all the axes from `axis` on
+    r = need_rank(n, x)
+    axes = list(range(axis_of(int(n.attr("axis", 1)), r), r))
+    if len(axes) == 1 or n.op_type == "Softmax":
+        return [b.op(n.op_type, [x], {"axis": axes[0] if len(axes) == 1 else axes}, name=out(n))]
+    lse = b.op("LogSumExp", [x], {"axis": axes, "keep_dims": True})
+    return [b.op("Sub", [x, lse], name=out(n))]
 
 
 @converter("Cast")
@@ -564,7 +651,9 @@ def _conv_transpose(b: Builder, n: Node) -> list:
         spatial = need_static(n, x)[2:]
         want = n.attr("output_shape")
         want = [int(v) for v in want][-k:] if want is not None else [s * st for s, st in zip(spatial, strides)]
-        lower = n.attr("auto_pad", "NOTSET") == "SAME_LOWER"
+        # the spec: SAME_UPPER puts the smaller half first; SAME_LOWER and an output_shape
+        # without auto_pad put it last
+        lower = n.attr("auto_pad", "NOTSET") != "SAME_UPPER"
         begin, end = [], []
         for size, kk, s, d, op_, o in zip(spatial, kernel, strides, dilations, output_padding, want):
             total = s * (size - 1) + op_ + (kk - 1) * d + 1 - o
@@ -885,6 +974,12 @@ for _name, _fn in {"Neg": np.negative, "Abs": np.abs, "Sqrt": np.sqrt, "Not": np
 @folder("Pow")
 def _fold_pow(n, x, y):
     return [np.power(x, y).astype(x.dtype)]
+
+
+@folder("Trilu")
+def _fold_trilu(n, x, k=None):
+    k = 0 if k is None else int(np.asarray(k).reshape(-1)[0])
+    return [np.triu(x, k) if n.attr("upper", 1) else np.tril(x, k)]
 
 
 @folder("Identity")

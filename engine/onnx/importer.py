@@ -27,8 +27,9 @@ from .errors import InvalidOnnxError, OnnxExternalDataError, UnsupportedOnnxMode
 PROTOBUF_LIMIT = 2**31 - 1
 
 #: the opsets of the default domain the converters are written for (each converter reads the
-#: attr and the input spelling of every opset in this range: Split's ``split``, Reduce*'s ``axes``)
-MIN_OPSET, MAX_OPSET = 13, 23
+#: attr and the input spelling of every opset in this range: Split's ``split``, Reduce*'s
+#: ``axes``, Softmax's axis before 13); 11 is what MindSpore's ONNX export writes
+MIN_OPSET, MAX_OPSET = 11, 23
 
 
 @dataclass

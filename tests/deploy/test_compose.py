@@ -3,8 +3,8 @@
 The schema in compose-spec.json is the Compose Specification JSON schema as shipped, unmodified,
 in the PyPI package docker-compose 1.29.2 (file compose/config/compose_spec.json, Apache-2.0).
 It covers everything this file uses (profiles, deploy.resources.reservations.devices,
-healthcheck, named volumes, extension fields). No Docker engine runs here, so compose is never
-started: validation against the schema is the check.
+healthcheck, named volumes, extension fields). The stack itself is started with podman-compose
+by deploy/container-test.sh; these are the checks that need no container engine.
 """
 
 from __future__ import annotations

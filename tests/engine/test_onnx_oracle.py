@@ -43,7 +43,8 @@ def load(case):
 
 
 def test_every_model_and_exporter_has_a_fixture():
-    models = {"mlp", "cnn", "resblock", "transformer", "lstm", "gru", "embedding"}
+    models = {"mlp", "mlp_dynamic", "cnn", "resblock", "stem", "decoder", "transformer", "lstm", "gru", "embedding",
+              "activations"}
     exporters = {"dynamo", "dynamo_noopt", "torchscript"}
     have = {tuple(c.split(".")) for c in CASES}
     missing = sorted(f"{m}.{e}" for m in models for e in exporters if (m, e) not in have)
@@ -84,3 +85,13 @@ def test_gradients_match_torch(eng, case, with_sens):
             assert name in unmapped, f"{case}: initializer {name} has no golden gradient"
     initializers = {k.split("/", 2)[2] for k in golden.files if k.startswith("grad/ones/")}
     assert checked == len(initializers - set(names_in)), "every torch-backed initializer is a trainable parameter"
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "dynamo_noopt", "torchscript"])
+def test_a_free_batch_dimension_stays_free(eng, exporter):
+    doc, golden = load(f"mlp_dynamic.{exporter}")
+    assert doc["inputs"][0]["shape"] == [None, 6], doc["inputs"]
+    net = engine.parse_network(doc)
+    x = golden["input/" + net.inputs[0].name]
+    one = eng.grad(net, [x[:1]], return_value=True)  # batch 1 of the batch-3 golden: the same first row
+    close(one.value[0], golden["value/0"][:1], "batch of 1")

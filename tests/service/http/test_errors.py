@@ -6,7 +6,12 @@ import orjson
 import pytest
 
 import engine
-from engine.onnx.errors import InvalidOnnxError, UnsupportedOnnxOpError
+from engine.onnx.errors import (
+    InvalidOnnxError,
+    OnnxExternalDataError,
+    UnsupportedOnnxModelError,
+    UnsupportedOnnxOpError,
+)
 from service import errors
 from service.http.errors import error_response, status_of
 
@@ -18,6 +23,8 @@ from service.http.errors import error_response, status_of
     (engine.TooLargeError("x"), 413),
     (InvalidOnnxError("x"), 400),
     (UnsupportedOnnxOpError("x"), 422),
+    (OnnxExternalDataError("x"), 422),
+    (UnsupportedOnnxModelError("x"), 422),
     (errors.BadRequestError("x"), 400),
     (errors.NotFoundError("x"), 404),
     (errors.PayloadTooLargeError("x"), 413),
