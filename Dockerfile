@@ -53,6 +53,8 @@ ENV PATH=/opt/venv/bin:$PATH
 COPY pyproject.toml README.md ./
 COPY engine ./engine
 COPY service ./service
+COPY gradserve_client ./gradserve_client
+COPY gradserve_loadtest ./gradserve_loadtest
 RUN if [ "${VARIANT}" = "cuda" ]; then \
         pip install --no-cache-dir "./[cuda]"; \
     else \

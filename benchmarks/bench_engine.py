@@ -38,7 +38,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-import engine  # noqa: E402  (enables x64, as the service does)
+import engine  # noqa: E402
+
+engine.configure_jax()  # x64, as the worker does
 
 GOALS = {"tutorial": 1.5, "mlp": 1.2}
 

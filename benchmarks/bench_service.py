@@ -97,6 +97,7 @@ def in_process_mlp(repeats: int, device: str = "cpu") -> float:
 
     import engine
 
+    engine.configure_jax()  # as the worker does
     request = json.loads((FIXTURES / "mlp.json").read_text())
     net = engine.parse_network(request["network"])
     eng = engine.Engine(device=jax.devices(device)[0])

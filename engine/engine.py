@@ -34,6 +34,14 @@ class GradResult:
     cache_hit: bool = False
 
 
+def configure_jax(*, compile_cache_dir: str | None = None) -> None:
+    """JAX's process-wide settings for gradserve: ``jax_enable_x64`` (float64 tensors stay
+    float64; every op keeps float32 as float32 under x64, tested) and, optionally, the persistent
+    compile cache. Called by whoever starts JAX in a process, before any :class:`Engine`."""
+    jax.config.update("jax_enable_x64", True)
+    configure_compile_cache(compile_cache_dir)
+
+
 def configure_compile_cache(directory: str | None) -> None:
     """Persist XLA executables under ``directory`` so a restarted process does not recompile."""
     if directory:
@@ -72,6 +80,9 @@ class Engine:
         max_elements: int | None = None,
         compile_cache_dir: str | None = None,
     ) -> None:
+        if not jax.config.jax_enable_x64:
+            raise RuntimeError("JAX is not configured for gradserve: call engine.configure_jax() first "
+                               "(without x64, float64 tensors would silently become float32)")
         configure_compile_cache(compile_cache_dir)
         self.device = device or jax.devices()[0]
         self._zero_copy = getattr(self.device, "platform", None) == "cpu"
@@ -87,9 +98,6 @@ class Engine:
     def stats(self) -> dict[str, float]:
         """Compile-cache counters: hits, misses, evictions, compile_seconds, size."""
         return self._compiled.stats.as_dict()
-
-    def has_compiled(self, network_id: str) -> bool:
-        return any(key[0] == network_id for key in list(self._compiled._items))
 
     def forget(self, network_id: str) -> None:
         """Drop everything cached for a network (it was deleted)."""

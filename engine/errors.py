@@ -2,18 +2,22 @@
 
 Every error the engine raises for bad input is a :class:`GradnetError` with a machine-readable
 ``code``, a human ``message`` that says what was expected, and a ``path`` into the request
-(``nodes[3].attrs.axis``) so a client can find the offending field. The service maps ``status``
-to the HTTP status code; the engine itself knows nothing about HTTP.
+(``nodes[3].attrs.axis``) so a client can find the offending field. The engine knows nothing
+about HTTP or the service: the service maps these classes to HTTP statuses
+(:mod:`service.http.errors`).
+
+:class:`CodedError` is the root of gradserve's one error hierarchy: the engine's errors
+(:class:`GradnetError`, the request is invalid) and the service's (``service.errors``, what only
+a server can go wrong with) are its two branches.
 """
 
 from __future__ import annotations
 
 
-class GradnetError(Exception):
-    """Base class: the request or network is invalid."""
+class CodedError(Exception):
+    """An error an answer can carry: ``code`` (machine-readable), ``message``, ``path``."""
 
-    code = "invalid_request"
-    status = 422
+    code = "internal_error"
 
     def __init__(self, message: str, path: str | None = None) -> None:
         super().__init__(message)
@@ -25,6 +29,12 @@ class GradnetError(Exception):
 
     def __str__(self) -> str:
         return f"{self.message} (at {self.path})" if self.path else self.message
+
+
+class GradnetError(CodedError):
+    """The engine's errors: the request or network is invalid."""
+
+    code = "invalid_request"
 
 
 class NetworkError(GradnetError):
@@ -63,7 +73,6 @@ class TooLargeError(GradnetError):
     """A tensor, an intermediate value or a network is over a configured limit."""
 
     code = "too_large"
-    status = 413
 
 
 class ShapeError(GradnetError):

@@ -1,4 +1,4 @@
-"""The seed tutorial from Python, with gradserve's client (``service.client.GradClient``).
+"""The seed tutorial from Python, with gradserve's client (``gradserve_client.GradClient``).
 
 NumPy arrays in, NumPy arrays out; the client needs only NumPy and httpx, not JAX. Registers the
 network once, then asks for the gradients w.r.t. all inputs and the weights
@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from service.client import GradClient
+from gradserve_client import GradClient
 
 NETWORK = {
     "format": "gradnet/1",

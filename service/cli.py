@@ -4,7 +4,7 @@
 of :class:`service.settings.Settings` is a flag (``--registry-path`` for ``registry_path``); a
 flag wins over its ``GRADSERVE_*`` environment variable, which wins over the default.
 
-``gradserve loadtest ...``: the load generator (:mod:`service.loadtest`), imported only then.
+``gradserve loadtest ...``: the load generator (:mod:`gradserve_loadtest`), imported only then.
 
 On SIGTERM or SIGINT the server drains: readiness turns 503 and new requests get 503 with
 ``Retry-After`` while the requests in flight finish (up to ``--drain-timeout-s``); then it stops
@@ -70,7 +70,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def _run_loadtest(argv: list[str]) -> int:
-    from .loadtest import main as loadtest_main  # noqa: PLC0415 - heavy (locust, matplotlib): only here
+    from gradserve_loadtest import main as loadtest_main  # noqa: PLC0415 - heavy (locust, matplotlib): only here
 
     return int(loadtest_main(argv) or 0)
 
@@ -161,7 +161,7 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _pin_malloc_mmap_threshold()
-    from .app import create_app  # noqa: PLC0415 - imports JAX (via the engine)
+    from .http.app import create_app  # noqa: PLC0415 - imports JAX (via the engine)
 
     return DrainingServer(create_app(settings), settings).run()
 

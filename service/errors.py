@@ -1,46 +1,45 @@
-"""Service-level errors. Engine errors (``engine.GradnetError``) pass through unchanged; these
-add what only a server can go wrong with: limits on the body, auth, queueing, workers.
+"""The service's own errors: what only a server can go wrong with (the body's framing and size,
+auth, the registry, queueing, workers, deadlines, draining).
 
-Every error becomes ``{"error": {"code", "message", "path"}}`` with ``status`` as the HTTP code.
+They are not engine errors: both branch from ``engine.errors.CodedError`` (code, message,
+path), but an invalid request is an ``engine.GradnetError`` and a full queue a
+:class:`QueueFullError`; nothing here knows HTTP. :mod:`service.http.errors` maps both
+hierarchies to HTTP statuses and to the one error body ``{"error": {"code", "message", "path"}}``.
 """
 
 from __future__ import annotations
 
-from engine.errors import GradnetError
+from engine.errors import CodedError
 
 
-class ServiceError(GradnetError):
+class ServiceError(CodedError):
+    """Base class of the service's errors."""
+
     code = "internal_error"
-    status = 500
 
 
 class BadRequestError(ServiceError):
-    """The body is not JSON, or not the binary framing it claims (400)."""
+    """The body is not JSON, or not the binary framing it claims."""
 
     code = "bad_request"
-    status = 400
-
-
-class UnauthorizedError(ServiceError):
-    code = "unauthorized"
-    status = 401
 
 
 class NotFoundError(ServiceError):
+    """No such network is registered with this API key."""
+
     code = "not_found"
-    status = 404
 
 
 class PayloadTooLargeError(ServiceError):
+    """The request body is over ``--max-body-bytes``."""
+
     code = "too_large"
-    status = 413
 
 
 class UnavailableError(ServiceError):
-    """Not ready, draining, or the queue is full: retry after ``retry_after`` seconds (503)."""
+    """The service cannot take this request now: retry after ``retry_after`` seconds."""
 
     code = "unavailable"
-    status = 503
 
     def __init__(self, message: str, path: str | None = None, retry_after: float = 1.0) -> None:
         super().__init__(message, path)
@@ -48,27 +47,47 @@ class UnavailableError(ServiceError):
 
 
 class QueueFullError(UnavailableError):
+    """Every worker's queue is full."""
+
     code = "queue_full"
 
 
 class NotReadyError(UnavailableError):
+    """The workers are starting, restarting or shutting down."""
+
     code = "not_ready"
 
 
+class DrainingError(NotReadyError):
+    """The service is draining (shutting down) and takes no new requests."""
+
+    code = "draining"
+
+    def __init__(self, message: str = "the service is draining (shutting down): retry on another instance",
+                 path: str | None = None, retry_after: float = 5.0) -> None:
+        super().__init__(message, path, retry_after)
+
+
+class RegistryUnavailableError(UnavailableError):
+    """The registry's file was deleted, replaced or corrupted under the running server."""
+
+    code = "registry_unavailable"
+
+
 class DeadlineExceededError(ServiceError):
+    """``timeout_ms`` passed before the result."""
+
     code = "timeout"
-    status = 504
 
 
 class WorkerDiedError(ServiceError):
+    """The worker computing (or holding) the request died."""
+
     code = "worker_died"
-    status = 500
 
 
-class RemoteError(GradnetError):
-    """An engine error raised inside a worker process, rebuilt in the server with its code."""
+class EngineFailedError(ServiceError):
+    """The engine failed in a worker in a way that is not the request's fault (a bug, or the
+    device ran out of memory)."""
 
-    def __init__(self, code: str, message: str, path: str | None, status: int) -> None:
-        super().__init__(message, path)
-        self.code = code
-        self.status = status
+    code = "internal_error"

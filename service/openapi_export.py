@@ -16,7 +16,7 @@ DEFAULT_PATH = Path(__file__).resolve().parent.parent / "openapi" / "openapi.jso
 
 
 def schema() -> dict[str, Any]:
-    from .app import create_app  # noqa: PLC0415
+    from .http.app import create_app  # noqa: PLC0415
     from .settings import Settings  # noqa: PLC0415
 
     # Defaults only: the environment must not change the committed file.

@@ -21,16 +21,16 @@ import os
 import sqlite3
 import threading
 import time
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 import engine
+from engine.cache import LRUCache
 
 from .auth import PUBLIC
-from .errors import NotFoundError, UnavailableError
+from .errors import NotFoundError, RegistryUnavailableError
 
 log = logging.getLogger("gradserve.registry")
 
@@ -53,10 +53,6 @@ CREATE INDEX IF NOT EXISTS registrations_by_id ON registrations(network_id);
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
 
-class RegistryUnavailableError(UnavailableError):
-    code = "registry_unavailable"
-
-
 class NetworkRegistry:
     def __init__(self, path: Path | str, *, cache_size: int = 128, max_nodes: int | None = None,
                  max_elements: int | None = None) -> None:
@@ -65,8 +61,8 @@ class NetworkRegistry:
         self.max_nodes = max_nodes
         self.max_elements = max_elements
         self._lock = threading.Lock()  # the connection
-        self._cache_lock = threading.Lock()  # the LRU (never held across I/O: the event loop reads it)
-        self._cache: OrderedDict[tuple[str, str], engine.Network] = OrderedDict()
+        # parsed networks by (namespace, id); its lock is never held across I/O: the loop reads it
+        self._cache: LRUCache[engine.Network] = LRUCache(cache_size)
         self._db: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None
         self._broken: str | None = None
@@ -145,13 +141,6 @@ class NetworkRegistry:
             self._fail(f"the registry file {self.path} is corrupted (overwritten: it is no longer an SQLite "
                        "database)")
 
-    def healthy(self) -> bool:
-        try:
-            self.check()
-        except RegistryUnavailableError:
-            return False
-        return True
-
     def _fail(self, why: str) -> None:
         self._broken = why
         log.error("registry unavailable: %s", why)
@@ -190,19 +179,10 @@ class NetworkRegistry:
 
     def cached(self, namespace: str, network_id: str) -> engine.Network | None:
         """The parsed network if it is in the LRU (no I/O: safe on the event loop)."""
-        key = (namespace, network_id)
-        with self._cache_lock:
-            net = self._cache.get(key)
-            if net is not None:
-                self._cache.move_to_end(key)
-            return net
+        return self._cache.get((namespace, network_id))
 
     def _remember(self, namespace: str, net: engine.Network) -> None:
-        with self._cache_lock:
-            self._cache[(namespace, net.id)] = net
-            self._cache.move_to_end((namespace, net.id))
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+        self._cache.put((namespace, net.id), net)
 
     # -- the operations (blocking) --------------------------------------------------------------
 
@@ -273,8 +253,7 @@ class NetworkRegistry:
             return others is not None
 
         still_used = self._run(delete)
-        with self._cache_lock:
-            self._cache.pop((namespace, network_id), None)
+        self._cache.pop((namespace, network_id))
         return still_used
 
 

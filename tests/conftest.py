@@ -1,5 +1,6 @@
 """Make the repository root importable (``import engine``, ``import tests.support``) however pytest
-is started, and register the shared fixtures (real servers: ``tests/support/servers.py``)."""
+is started, configure JAX for the engine (as every process that starts JAX does), and register
+the shared fixtures (real servers: ``tests/support/servers.py``)."""
 
 import sys
 from pathlib import Path
@@ -7,6 +8,10 @@ from pathlib import Path
 ROOT = str(Path(__file__).resolve().parent.parent)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+import engine  # noqa: E402
+
+engine.configure_jax()  # x64, before any Engine; it starts no backend (pytest takes no GPU)
 
 # pytest reads pytest_plugins only in this, the top-level conftest
 pytest_plugins = ["tests.support.servers"]
@@ -17,7 +22,7 @@ def _jax_sees_a_gpu() -> bool:
     import json
     import subprocess
 
-    from service.worker_main import PROBE_CODE
+    from service.pool.probe import PROBE_CODE
 
     try:
         out = subprocess.run([sys.executable, "-c", PROBE_CODE], capture_output=True, text=True, timeout=120)

@@ -1,8 +1,9 @@
 """The importer's errors: the engine's own classes, with the codes the ONNX route answers.
 
-``invalid_onnx`` is a 400 (the body is not an ONNX model); the others are 422 (a model the
-importer reads but cannot turn into gradnet/1); an over-size model is the engine's
-:class:`~engine.errors.TooLargeError` (413).
+The engine knows no HTTP: the service maps ``invalid_onnx`` to 400 (the body is not an ONNX
+model) and the others to 422 (a model the importer reads but cannot turn into gradnet/1); an
+over-size model is the engine's :class:`~engine.errors.TooLargeError` (413). See
+``service/http/errors.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ class InvalidOnnxError(GradnetError):
     """The bytes are not a valid ONNX ModelProto (unparseable, or the ONNX checker refuses it)."""
 
     code = "invalid_onnx"
-    status = 400
 
 
 class UnsupportedOnnxOpError(NetworkError):

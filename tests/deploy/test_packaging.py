@@ -74,8 +74,14 @@ def test_project_metadata(pyproject):
 
 
 def test_only_library_packages_are_shipped(pyproject):
+    from setuptools import find_namespace_packages
+
     find = pyproject["tool"]["setuptools"]["packages"]["find"]
-    assert sorted(find["include"]) == ["engine*", "service*"]
+    assert sorted(find["include"]) == ["engine*", "gradserve_client*", "gradserve_loadtest*", "service*"]
+    found = set(find_namespace_packages(where=str(ROOT), include=find["include"]))
+    assert {"engine", "service", "service.http", "service.grad", "service.pool", "service.ipc", "service.worker",
+            "gradserve_client", "gradserve_loadtest"} <= found
+    assert not any(name.startswith(("tests", "benchmarks", "tools")) for name in found)
 
 
 def test_pytest_config(pyproject):

@@ -7,7 +7,11 @@ cotangent ``S`` are known in closed form: ``dx = S * w``, ``dy = S * cos(y)``, `
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import jax
 import ml_dtypes
@@ -346,6 +350,17 @@ def test_mixed_precision_gradients_have_their_inputs_dtypes(eng):
     close(gx, np.broadcast_to(W, X.shape), dtype=np.float16, rtol=1e-3)
 
 
+def test_importing_the_engine_configures_nothing_and_an_unconfigured_engine_refuses():
+    code = ("import jax, engine; assert not jax.config.jax_enable_x64\n"
+            "try:\n    engine.Engine()\nexcept RuntimeError as exc:\n    assert 'configure_jax' in str(exc)\n"
+            "else:\n    raise SystemExit('an engine started without x64')\n"
+            "engine.configure_jax(); assert jax.config.jax_enable_x64; engine.Engine()\n")
+    root = str(Path(__file__).resolve().parents[2])
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": root})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_float32_stays_float32_with_x64_enabled(eng):
     assert jax.config.jax_enable_x64
     r = eng.grad(network(), [X, Y], get_all=True, get_by_list=True, return_value=True)
@@ -520,7 +535,7 @@ def test_huge_intermediate_is_refused_before_compiling(sens_param):
     err = grad_error(TooLargeError, engine.grad, net, [a, b], sens_param=sens_param,
                      sens=np.float32(1) if sens_param else None, where="nodes[0]", code="too_large")
     assert time.perf_counter() - t0 < 10
-    assert err.status == 413 and str(n * n) in err.message and "'outer'" in err.message
+    assert err.code == "too_large" and str(n * n) in err.message and "'outer'" in err.message
     assert engine.stats["size"] == 0 and engine.stats["compile_seconds"] == 0
     small = engine.grad(net, [a[:1000], b[:, :1000]], get_all=True)  # 10**6 elements: at the limit
     close(small.gradients[0], np.full((1000, 1), 1000.0))

@@ -328,7 +328,7 @@ def test_max_elements_is_checked_before_allocating(source):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert (err.code, err.status, err.path) == ("too_large", 413, "inputs[0]")
+    assert (err.code, err.path) == ("too_large", "inputs[0]")
     assert str(10**12) in err.message
     assert peak < 1 << 20
 

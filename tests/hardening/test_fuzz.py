@@ -30,9 +30,11 @@ from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 import engine
-from service import codec
-from service.app import Validator
 from service.errors import BadRequestError
+from service.grad.call import GradCall
+from service.grad.validator import Validator
+from service.http import body as codec
+from service.http.errors import status_of
 from tests.support import ROOT
 from tests.support.api_contract import error_of
 
@@ -288,7 +290,7 @@ def test_mutated_networks_in_process(mutation):
     event(kind)
     with pytest.raises(engine.GradnetError) as info:
         engine.parse_network(doc, max_nodes=HARD_LIMITS["max_nodes"], max_elements=HARD_LIMITS["max_tensor_elements"])
-    assert 400 <= info.value.status < 500
+    assert 400 <= status_of(info.value) < 500
     _check_error(info.value, codes, path, "")
 
 
@@ -316,9 +318,9 @@ def test_mutated_networks_over_http(fuzz_client, mutation, route):
 _validator = Validator(max_elements=HARD_LIMITS["max_tensor_elements"], cache_size=64)
 
 
-def _call(**flags: Any) -> dict[str, Any]:
-    return {"get_all": False, "get_by_list": False, "sens_param": False, "weights": None, "return_value": False,
-            "parameters": None, "sens": None, **flags}
+def _call(**flags: Any) -> GradCall:
+    return GradCall(**{"get_all": False, "get_by_list": False, "sens_param": False, "weights": None,
+                       "return_value": False, "output_encoding": "json", "timeout_ms": 1000.0, **flags})
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=SUPPRESS, derandomize=True, database=None)
@@ -334,7 +336,7 @@ def test_random_networks_in_process(doc, get_all, get_by_list):
         event("valid")
     except engine.GradnetError as exc:
         event(f"refused: {exc.code}")
-        assert 400 <= exc.status < 500 and exc.path, exc
+        assert 400 <= status_of(exc) < 500 and exc.path, exc
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=SUPPRESS, derandomize=True, database=None)
@@ -375,7 +377,7 @@ def test_arbitrary_json_anywhere_in_a_network(junk, where):
     try:
         engine.parse_network(doc, max_nodes=100, max_elements=10_000, path="network.")
     except engine.GradnetError as exc:
-        assert 400 <= exc.status < 500 and exc.path, exc
+        assert 400 <= status_of(exc) < 500 and exc.path, exc
 
 
 # -- the binary framing ----------------------------------------------------------------------------
@@ -415,7 +417,7 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
 def test_binary_framing_round_trips(framed):
     body, json_size, arrays, _ = framed
     parsed = codec.parse_body(body, {codec.BINARY_HEADER: str(json_size)})
-    got = parsed.tensors(parsed.doc["inputs"], "inputs", None)
+    got = engine.decode_inputs(parsed.doc["inputs"], tensor=parsed.tensor)
     assert all(_same(g, a) for g, a in zip(got, arrays, strict=True))
 
 
@@ -439,12 +441,12 @@ def test_binary_framing_corrupted_is_a_400(framed, data):
         body = body + data.draw(st.binary(min_size=1, max_size=16))
     try:
         parsed = codec.parse_body(body, {codec.BINARY_HEADER: header})
-        got = parsed.tensors(parsed.doc["inputs"], "inputs", None)
+        got = engine.decode_inputs(parsed.doc["inputs"], tensor=parsed.tensor)
     except BadRequestError as exc:
-        assert exc.status == 400 and exc.path, exc
+        assert status_of(exc) == 400 and exc.path, exc
         return
     except engine.GradnetError as exc:
-        assert exc.status == 422 and exc.path, exc
+        assert status_of(exc) == 422 and exc.path, exc
         return
     # accepted: only if the damage happened to leave the very same framing
     assert all(_same(g, a) for g, a in zip(got, arrays, strict=True))

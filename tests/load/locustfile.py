@@ -18,8 +18,8 @@ together for a mixed load): ``TutorialUser`` (the seed tutorial net, get_all) an
   by ``tools/make_mlp_fixture.py``).
 - ``GRADSERVE_LOADTEST_HEADERS``: extra headers, ``Name: value`` separated by ``;`` (API keys).
 
-The bodies are built by :mod:`service.loadtest.scenarios`, the user class is
-:class:`service.loadtest.users.GradUser`: this file only wires them up.
+The bodies are built by :mod:`gradserve_loadtest.scenarios`, the user class is
+:class:`gradserve_loadtest.users.GradUser`: this file only wires them up.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
-from service.loadtest.scenarios import PreparedRequest  # noqa: E402
-from service.loadtest.users import GradUser, prepared_for, rate_wait  # noqa: E402
+from gradserve_loadtest.scenarios import PreparedRequest  # noqa: E402
+from gradserve_loadtest.users import GradUser, prepared_for, rate_wait  # noqa: E402
 
 ENCODING = os.environ.get("GRADSERVE_LOADTEST_ENCODING", "json")
 NETWORK_ID = os.environ.get("GRADSERVE_LOADTEST_NETWORK_ID", "").lower() in ("1", "true", "yes")

@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.loadtest import backends, report, scenarios, server
-from service.loadtest.command import build_parser, main
-from service.loadtest.scenarios import BINARY_HEADER
+import engine
+from gradserve_loadtest import backends, report, scenarios, server
+from gradserve_loadtest.command import build_parser, main
+from gradserve_loadtest.scenarios import BINARY_HEADER
 from tests.support import FIXTURES, ROOT
 from tests.support.servers import KEY_A
 
@@ -40,11 +41,11 @@ COUNT_SLACK = 2
 
 def _server_decode(prepared: scenarios.PreparedRequest) -> tuple[dict, dict]:
     """The service's parser applied to our body: the JSON doc and the decoded input tensors."""
-    from service import codec
+    from service.http import body as codec
 
     headers = {k.lower(): v for k, v in prepared.headers.items()}
     body = codec.parse_body(prepared.body, headers)
-    inputs = body.tensors(body.doc["inputs"], "inputs", None)
+    inputs = engine.decode_inputs(body.doc["inputs"], tensor=body.tensor)
     return body.doc, {"inputs": inputs, "network": body.inline_binary(body.doc.get("network"))}
 
 
@@ -121,9 +122,10 @@ def test_request_file_and_fixture_cases(tmp_path: Path) -> None:
 
 
 def test_non_finite_and_oip_spellings() -> None:
-    t = scenarios.decode_tensor({"datatype": "FP32", "shape": [3], "data": [1.0, "NaN", "-Infinity"]})
-    wire = t.to_wire("json")
+    wire = scenarios.to_wire({"datatype": "FP32", "shape": [3], "data": [1.0, "NaN", "-Infinity"]}, "json")
     assert wire["dtype"] == "float32" and wire["data"][1:] == ["NaN", "-Infinity"]
+    head, raw = scenarios.raw_bytes({"datatype": "BF16", "shape": [2], "data": [1.0, -2.0]})
+    assert head == {"dtype": "bfloat16", "shape": [2], "binary_data_size": 4} and raw == bytes.fromhex("803f00c0")
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,7 +207,7 @@ def test_tables_markdown_and_plot(tmp_path: Path) -> None:
     report.print_tables(levels, console)
     text = console.export_text()
     assert "p99 ms" in text and "compute ms" in text and "503×4" in text
-    from service.loadtest.plot import plot
+    from gradserve_loadtest.plot import plot
 
     png = plot(levels, tmp_path / "p.png", "t")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -479,7 +479,7 @@ def test_a_bug_is_a_json_500_that_says_so(tmp_path, caplog):
     """The catch-all handler (in process: a route that raises; the lifespan never runs)."""
     import asyncio
 
-    from service.app import create_app
+    from service.http.app import create_app
     from service.settings import Settings
 
     app = create_app(Settings(registry_path=tmp_path / "r.sqlite3"))

@@ -57,9 +57,9 @@ def test_bad_choice_exits_2():
 
 
 def test_loadtest_is_dispatched_lazily(monkeypatch):
-    import service.loadtest
+    import gradserve_loadtest
 
     seen = []
-    monkeypatch.setattr(service.loadtest, "main", lambda argv: seen.append(argv) or 0)
+    monkeypatch.setattr(gradserve_loadtest, "main", lambda argv: seen.append(argv) or 0)
     assert cli.main(["loadtest", "--help", "-x"]) == 0
     assert seen == [["--help", "-x"]]

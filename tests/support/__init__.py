@@ -6,7 +6,10 @@ the repository root on ``sys.path`` and registers :mod:`tests.support.servers` a
 - :mod:`~tests.support.api_contract`: the wire format, error shape and metrics of the API contract,
   written from the contract (not from the service's codec), and networks slow to compile;
 - :mod:`~tests.support.raw_http`: HTTP/1.1 on a raw socket, for bodies a client library would not
-  send (over the limit, lying about their length).
+  send (over the limit, lying about their length);
+- :mod:`~tests.support.fake_worker`: in-process fake workers for the pool (``FakeLauncher``): the
+  pool and the handlers tested without processes;
+- :mod:`~tests.support.ipc`: the blocking reader of the server <-> worker framing.
 
 This module: where the repository and its fixtures (``tests/fixtures``, written by the scripts
 in ``tools/``, see tools/README.md) are.

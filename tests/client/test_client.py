@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.client import GradClient, GradServeError
+from gradserve_client import GradClient, GradServeError
 from tests.support.api_contract import ENCODINGS, array, assert_close
 from tests.support.servers import KEY_A, KEY_B
 
@@ -86,3 +86,14 @@ def test_delete_ops_ready(gs, live_server, tutorial):
         assert info.value.status == 404
     assert "MatMul" in {op["name"] for op in gs.ops()}
     assert gs.ready()
+
+
+def test_the_client_imports_no_jax() -> None:
+    import subprocess
+    import sys
+
+    from tests.support import ROOT
+
+    code = "import sys, gradserve_client; assert 'jax' not in sys.modules, 'the client imported JAX'"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]

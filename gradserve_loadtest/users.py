@@ -2,7 +2,7 @@
 
 :class:`GradUser` posts one prepared /grad body in a loop (Locust's ``FastHttpUser``: one keep-alive
 connection per user). Subclasses say what to send by overriding :meth:`GradUser.prepared`; the
-bodies come from :mod:`service.loadtest.scenarios`, so the CLI sweep (``gradserve loadtest``) and
+bodies come from :mod:`gradserve_loadtest.scenarios`, so the CLI sweep (``gradserve loadtest``) and
 ``tests/load/locustfile.py`` (Locust's web UI) send the very same bytes.
 
 A non-200 answer is a failure named ``HTTP <code>`` (a transport error: ``HTTP 0``), so Locust's

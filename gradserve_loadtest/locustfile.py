@@ -1,7 +1,7 @@
 """The locustfile that ``gradserve loadtest --backend locust`` runs headless, once per level.
 
 It is configured by the JSON file named in ``GRADSERVE_LOADTEST_SPEC`` (written by the CLI):
-the body bytes to post (already encoded, see :mod:`service.loadtest.scenarios`), the headers,
+the body bytes to post (already encoded, see :mod:`gradserve_loadtest.scenarios`), the headers,
 the rate per user (absent: closed loop) and where to write the per-request samples and progress.
 For interactive use (Locust's web UI) see ``tests/load/locustfile.py``.
 """
@@ -12,8 +12,8 @@ import json
 import os
 from pathlib import Path
 
-from service.loadtest.scenarios import PreparedRequest
-from service.loadtest.users import GradUser, Recorder, rate_wait
+from gradserve_loadtest.scenarios import PreparedRequest
+from gradserve_loadtest.users import GradUser, Recorder, rate_wait
 
 _SPEC = json.loads(Path(os.environ["GRADSERVE_LOADTEST_SPEC"]).read_text())
 _PREPARED = PreparedRequest(

@@ -1,7 +1,7 @@
 """Load generators. gradserve does not send the load itself: each level of a sweep runs an
 existing tool as a subprocess and reads back one record per request (latency, status code).
 
-- ``locust`` (default, a pip dependency): ``python -m locust -f service/loadtest/locustfile.py
+- ``locust`` (default, a pip dependency): ``python -m locust -f gradserve_loadtest/locustfile.py
   --headless -u N -r N --stop-timeout S`` with ``FastHttpUser`` users, stopped ``D`` seconds after
   the test starts (by the locustfile: Locust's ``-t`` clock starts before the test does); closed loop
   (``wait_time = constant(0)``) or ``constant_throughput(rate / N)`` per user. Every request's

@@ -25,7 +25,7 @@ import httpx
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from service import docs_pages
+from service.http import docs as docs_pages
 from tests.support.api_contract import error_of
 from tests.support.servers import KEY_A, LiveServer
 

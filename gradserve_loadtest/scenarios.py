@@ -14,95 +14,37 @@ so the load generator (Locust or hey) spends nothing on encoding during the run:
 In *network-id* mode the network is registered once (``POST /networks``, JSON with b64
 parameters) and the body carries ``"network_id"`` instead of ``"network"``.
 
-Only NumPy and the standard library are used here: the client never imports JAX or the engine.
+Tensors are decoded and encoded by the engine's one tensor codec (:mod:`engine.tensors`), which
+imports no JAX: the load generator never loads JAX.
 """
 
 from __future__ import annotations
 
-import base64
 import copy
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
+from engine.dtypes import dtype_name
+from engine.tensors import decode_tensor, encode_tensor
 from service.models import TUTORIAL_NETWORK
 
 ENCODINGS = ("json", "b64", "binary")
 BUILTIN_SCENARIOS = ("tutorial", "mlp")
 BINARY_HEADER = "Inference-Header-Content-Length"
 
-# The repository root (``service/loadtest/scenarios.py`` -> ``.``), where tests/fixtures is.
-REPO_ROOT = Path(__file__).resolve().parents[2]
+# The repository root (``gradserve_loadtest/scenarios.py`` -> ``.``), where tests/fixtures is.
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MLP_FILE = "tests/fixtures/mlp.json"
 
 # --------------------------------------------------------------------------------------------
-# A small client-side tensor codec (wire tensor <-> NumPy). The server has its own; this one
-# exists so that the load generator does not import the engine (and with it JAX).
+# Tensors: the engine's one codec (engine.tensors imports no JAX), plus the raw bytes of the
+# binary framing.
 # --------------------------------------------------------------------------------------------
-
-_DTYPES = {
-    "float16": np.float16, "float32": np.float32, "float64": np.float64,
-    "int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64,
-    "uint8": np.uint8, "uint16": np.uint16, "uint32": np.uint32, "uint64": np.uint64,
-    "bool": np.bool_,
-}
-_OIP = {
-    "FP16": "float16", "FP32": "float32", "FP64": "float64", "BF16": "bfloat16",
-    "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64",
-    "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64", "BOOL": "bool",
-}
-_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-
-
-@dataclass
-class Tensor:
-    """A tensor held as raw little-endian bytes (works for bfloat16 too, which NumPy lacks)."""
-
-    dtype: str
-    shape: list[int]
-    raw: bytes
-
-    @classmethod
-    def from_array(cls, array: np.ndarray, dtype: str | None = None) -> Tensor:
-        a = np.ascontiguousarray(array)
-        name = dtype or ("bool" if a.dtype == np.bool_ else a.dtype.name)
-        return cls(name, list(a.shape), a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes())
-
-    def to_wire(self, encoding: str) -> dict[str, Any]:
-        if encoding == "b64":
-            return {"dtype": self.dtype, "shape": self.shape, "b64": base64.b64encode(self.raw).decode()}
-        if encoding == "json":
-            if self.dtype == "bfloat16":
-                # bfloat16 is the top half of a float32: widen it exactly, then print as JSON.
-                u16 = np.frombuffer(self.raw, "<u2").astype(np.uint32) << 16
-                flat = u16.view(np.float32)
-            else:
-                flat = np.frombuffer(self.raw, np.dtype(_DTYPES[self.dtype]).newbyteorder("<"))
-            data: list[Any] = flat.tolist()
-            if flat.dtype.kind == "f" and not np.isfinite(flat).all():
-                data = [_json_float(v) for v in data]
-            return {"dtype": self.dtype, "shape": self.shape, "data": data}
-        raise ValueError(f"no wire form {encoding!r} for a single tensor")
-
-
-def _json_float(v: float) -> Any:
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "Infinity" if v > 0 else "-Infinity"
-    return v
-
-
-def _nested_shape(data: Any) -> list[int]:
-    shape = []
-    while isinstance(data, list):
-        shape.append(len(data))
-        data = data[0] if data else None
-    return shape
 
 
 def is_wire_tensor(obj: Any) -> bool:
@@ -111,44 +53,26 @@ def is_wire_tensor(obj: Any) -> bool:
     )
 
 
-def decode_tensor(obj: dict[str, Any]) -> Tensor:
-    """A wire tensor (``data`` or ``b64``, ``dtype`` or OIP ``datatype``) -> :class:`Tensor`."""
-    dtype = obj.get("dtype") or _OIP.get(str(obj.get("datatype")).upper())
-    if dtype not in _DTYPES and dtype != "bfloat16":
-        raise ValueError(f"unknown dtype {obj.get('dtype', obj.get('datatype'))!r}")
-    if "b64" in obj:
-        raw = base64.b64decode(obj["b64"])
-        return Tensor(dtype, list(obj["shape"]), raw)
-    data = obj["data"]
-    shape = obj.get("shape")
-    if shape is None:
-        shape = _nested_shape(data)
-    flat = np.asarray(_flatten(data), dtype=object)
-    if dtype == "bfloat16":
-        f32 = np.asarray([_NON_FINITE.get(v, v) if isinstance(v, str) else v for v in flat], np.float32)
-        raw = (f32.view(np.uint32) >> 16).astype("<u2").tobytes()
-        return Tensor(dtype, list(shape), raw)
-    np_dtype = np.dtype(_DTYPES[dtype])
-    if np_dtype.kind == "f":
-        flat = np.asarray([_NON_FINITE.get(v, v) if isinstance(v, str) else v for v in flat], np_dtype)
-    else:
-        flat = np.asarray(flat.tolist(), np_dtype)
-    return Tensor.from_array(flat.reshape(shape), dtype)
+def wire_tensor(array: np.ndarray, encoding: str) -> dict[str, Any]:
+    """``array`` as a wire tensor in ``encoding`` (``json`` or ``b64``), plain JSON values only
+    (a scenario is a Python object that ``json`` can write too)."""
+    wire = encode_tensor(array, encoding)
+    if isinstance(wire.get("data"), np.ndarray):
+        wire["data"] = wire["data"].tolist()
+    return wire
 
 
-def _flatten(data: Any) -> list[Any]:
-    if not isinstance(data, list):
-        return [data]
-    out: list[Any] = []
-    stack = [data]
-    # iterative depth-first flatten that keeps row-major order
-    while stack:
-        item = stack.pop()
-        if isinstance(item, list):
-            stack.extend(reversed(item))
-        else:
-            out.append(item)
-    return out
+def to_wire(obj: dict[str, Any], encoding: str) -> dict[str, Any]:
+    """A wire tensor (``data`` or ``b64``, ``dtype`` or OIP ``datatype``) again, in ``encoding``
+    (``json`` or ``b64``), with the canonical dtype name."""
+    return wire_tensor(decode_tensor(obj), encoding)
+
+
+def raw_bytes(obj: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    """A wire tensor's head for the binary framing (``binary_data_size``) and its bytes."""
+    array = decode_tensor(obj)
+    raw = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+    return {"dtype": dtype_name(array.dtype), "shape": list(array.shape), "binary_data_size": len(raw)}, raw
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,8 +88,8 @@ def tutorial_request() -> dict[str, Any]:
     return {
         "network": copy.deepcopy(TUTORIAL_NETWORK),
         "inputs": [
-            Tensor.from_array(np.asarray(TUTORIAL_X, np.float32)).to_wire("json"),
-            Tensor.from_array(np.asarray(TUTORIAL_Y, np.float32)).to_wire("json"),
+            wire_tensor(np.asarray(TUTORIAL_X, np.float32), "json"),
+            wire_tensor(np.asarray(TUTORIAL_Y, np.float32), "json"),
         ],
         "get_all": True,
     }
@@ -267,12 +191,7 @@ def _map_tensors(obj: dict[str, Any], fn) -> dict[str, Any]:
 
 
 def _dumps(obj: Any) -> bytes:
-    try:
-        import orjson
-
-        return orjson.dumps(obj)
-    except ImportError:  # pragma: no cover - orjson is a dependency
-        return json.dumps(obj, separators=(",", ":")).encode()
+    return orjson.dumps(obj)
 
 
 def encode_request(request: dict[str, Any], encoding: str) -> PreparedRequest:
@@ -282,16 +201,16 @@ def encode_request(request: dict[str, Any], encoding: str) -> PreparedRequest:
     req = dict(request)
     req["output_encoding"] = encoding
     if encoding in ("json", "b64"):
-        doc = _map_tensors(req, lambda t: decode_tensor(t).to_wire(encoding))
+        doc = _map_tensors(req, lambda t: to_wire(t, encoding))
         body = _dumps(doc)
         return PreparedRequest(body, {"Content-Type": "application/json"},
                                meta={"encoding": encoding, "bytes": len(body)})
     chunks: list[bytes] = []
 
     def to_binary(t: dict[str, Any]) -> dict[str, Any]:
-        tensor = decode_tensor(t)
-        chunks.append(tensor.raw)
-        return {"dtype": tensor.dtype, "shape": tensor.shape, "binary_data_size": len(tensor.raw)}
+        head, raw = raw_bytes(t)
+        chunks.append(raw)
+        return head
 
     doc = _map_tensors(req, to_binary)
     head = _dumps(doc)
@@ -307,7 +226,7 @@ def registration_body(request: dict[str, Any]) -> bytes:
     """The ``POST /networks`` body for a request's inline network (tensors as b64)."""
     if "network" not in request:
         raise ValueError("the request has no inline 'network' to register")
-    net = _map_tensors({"network": request["network"]}, lambda t: decode_tensor(t).to_wire("b64"))
+    net = _map_tensors({"network": request["network"]}, lambda t: to_wire(t, "b64"))
     return _dumps(net["network"])
 
 

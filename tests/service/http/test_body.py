@@ -1,5 +1,5 @@
-"""The body codec, in process: JSON and the OIP binary framing in, json/b64/binary out, and the
-body limit enforced while the body streams in."""
+"""service.http.body, in process: JSON and the OIP binary framing in, and the body limit
+enforced while the body streams in."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from starlette.requests import Request
 
 import engine
-from service import codec
 from service.errors import BadRequestError, PayloadTooLargeError
+from service.http import body as codec
 
 X = np.arange(6, dtype=np.float32).reshape(2, 3)
 Y = np.arange(4, dtype=np.int64)
@@ -34,7 +34,7 @@ def _binary(name: str, arr: np.ndarray) -> dict:
 
 def test_json_body():
     body = codec.parse_body(b'{"inputs": [{"dtype": "float32", "shape": [1], "data": ["NaN"]}]}', {})
-    (x,) = body.tensors(body.doc["inputs"], "inputs", None)
+    (x,) = engine.decode_inputs(body.doc["inputs"], tensor=body.tensor)
     assert x.dtype == np.float32 and np.isnan(x[0])
 
 
@@ -42,7 +42,7 @@ def test_json_body():
 def test_not_json_is_400(raw):
     with pytest.raises(BadRequestError) as info:
         codec.parse_body(raw, {})
-    assert info.value.status == 400 and info.value.path == "body"
+    assert info.value.code == "bad_request" and info.value.path == "body"
 
 
 def test_binary_tensors_are_sliced_in_json_order():
@@ -53,10 +53,10 @@ def test_binary_tensors_are_sliced_in_json_order():
     }
     raw, headers = _framed(doc, Z.tobytes(), X.tobytes(), (X * 2).tobytes())
     body = codec.parse_body(raw, headers)
-    inputs = body.tensors(body.doc["inputs"], "inputs", None)
+    inputs = engine.decode_inputs(body.doc["inputs"], tensor=body.tensor)
     np.testing.assert_array_equal(inputs["x"], X)
     np.testing.assert_array_equal(inputs["y"], Y)
-    (sens,) = body.tensors(body.doc["sens"], "sens", None, named=False)
+    (sens,) = engine.decode_sens(body.doc["sens"], tensor=body.tensor)
     np.testing.assert_array_equal(sens, X * 2)
     network = body.inline_binary(body.doc["network"], "network")
     value = network["parameters"][0]["value"]
@@ -106,7 +106,7 @@ def test_bad_binary_data_size_is_400():
 def test_binary_data_size_without_the_framing_is_400():
     body = codec.parse_body(orjson.dumps({"inputs": [_binary("float32", X)]}), {})
     with pytest.raises(BadRequestError) as info:
-        body.tensors(body.doc["inputs"], "inputs", None)
+        engine.decode_inputs(body.doc["inputs"], tensor=body.tensor)
     assert info.value.path == "inputs[0].binary_data_size"
     network = {"parameters": [{"name": "w", "value": _binary("float64", Z)}]}
     with pytest.raises(BadRequestError) as info:
@@ -119,58 +119,15 @@ def test_binary_size_must_match_the_shape():
     raw, headers = _framed(doc, b"\0" * 8)
     body = codec.parse_body(raw, headers)
     with pytest.raises(engine.TensorError):
-        body.tensors(body.doc["inputs"], "inputs", None)
+        engine.decode_inputs(body.doc["inputs"], tensor=body.tensor)
 
 
 def test_element_limit_is_checked_before_decoding():
     doc = {"inputs": [{"dtype": "float32", "shape": [1000], "b64": ""}]}
-    body = codec.parse_body(orjson.dumps(doc), {})
+    body = codec.parse_body(orjson.dumps(doc), {}, max_elements=999)
     with pytest.raises(engine.TooLargeError) as info:
-        body.tensors(body.doc["inputs"], "inputs", 999)
-    assert info.value.status == 413 and info.value.path == "inputs[0]"
-
-
-# -- response bodies ----------------------------------------------------------------------------
-
-
-def test_encode_json_with_non_finite():
-    grads = [np.array([1.0, np.nan, np.inf, -np.inf], np.float32), np.array([[1, 2]], np.int32)]
-    fields, chunks = codec.encode_tensors({"gradients": grads}, "json")
-    assert chunks == []
-    assert orjson.loads(fields["gradients"]) == [
-        {"dtype": "float32", "shape": [4], "data": [1.0, "NaN", "Infinity", "-Infinity"]},
-        {"dtype": "int32", "shape": [1, 2], "data": [1, 2]},
-    ]
-
-
-def test_encode_float32_json_round_trips_exactly():
-    x = np.random.default_rng(0).standard_normal(100).astype(np.float32)
-    fields, _ = codec.encode_tensors({"gradients": x}, "json")
-    back = engine.decode_tensor(orjson.loads(fields["gradients"]))
-    np.testing.assert_array_equal(back, x)
-
-
-def test_encode_b64_and_binary():
-    grads = [[X, Y], [Z]]
-    fields, _ = codec.encode_tensors({"gradients": grads}, "b64")
-    decoded = [[engine.decode_tensor(t) for t in group] for group in orjson.loads(fields["gradients"])]
-    for got, want in zip(sum(decoded, []), [X, Y, Z]):
-        np.testing.assert_array_equal(got, want)
-        assert got.dtype == want.dtype
-
-    fields, chunks = codec.encode_tensors({"gradients": grads, "value": [X]}, "binary")
-    members = [("network_id", b'"sha256:0"'), ("gradients", fields["gradients"]), ("value", fields["value"])]
-    out = codec.frame(codec.splice(members), chunks, "binary")
-    assert out.media_type == "application/octet-stream"
-    size = int(out.headers["Inference-Header-Content-Length"])
-    head = orjson.loads(out.body[:size])
-    assert head["network_id"] == "sha256:0"
-    assert head["gradients"][0][0] == {"dtype": "float32", "shape": [2, 3], "binary_data_size": 24}
-    assert out.body[size:] == X.tobytes() + Y.tobytes() + Z.tobytes() + X.tobytes()
-
-
-def test_splice_is_json():
-    assert orjson.loads(codec.splice([("a", b"1"), ("b\"", b'[2,{"c":3}]')])) == {"a": 1, 'b"': [2, {"c": 3}]}
+        engine.decode_inputs(body.doc["inputs"], tensor=body.tensor)
+    assert info.value.code == "too_large" and info.value.path == "inputs[0]"
 
 
 # -- the body limit -----------------------------------------------------------------------------
@@ -198,7 +155,7 @@ def test_content_length_over_the_limit_reads_nothing():
     received: list[int] = []
     with pytest.raises(PayloadTooLargeError) as info:
         asyncio.run(codec.read_body(_request([b"x" * 10], {"Content-Length": "11"}, received), 10))
-    assert received == [] and info.value.status == 413
+    assert received == [] and info.value.code == "too_large"
 
 
 def test_streamed_body_is_refused_at_the_first_chunk_over():

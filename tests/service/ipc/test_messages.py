@@ -1,4 +1,4 @@
-"""service.jobs: what crosses between the server and a worker, through the real framing."""
+"""service.ipc.messages: every message between the server and a worker, through the real framing."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from service.jobs import GradJob, JobResult, pack, unpack
-from service.worker_main import _BUF, _HEAD, _LEN, decode_frame, encode_msg
+from service.ipc import messages as m
+from service.ipc.framing import _BUF, _HEAD, _LEN, decode_frame, encode_msg
+from service.ipc.messages import GradJob, JobResult, pack, unpack
 
 
 def _through_the_frame(msg: tuple) -> tuple:
@@ -45,13 +46,14 @@ def test_a_job_comes_back_field_for_field() -> None:
         network_id="sha256:abc", inputs={"x": ARRAYS[0], "y": ARRAYS[5]}, get_all=True, get_by_list=True,
         sens_param=True, weights=["w", "b"], sens=[ARRAYS[4], ARRAYS[3]], parameters={"w": ARRAYS[1]},
         return_value=True, deadline=12.5, network_doc={"format": "gradnet/1", "nodes": []},
-        network_path="network.", json_split=True,
+        network_path="network.",
     )
-    _, job_id, wire, sent_at = _through_the_frame(("job", 7, job.to_wire(), 3.0))
-    back = GradJob.from_wire(wire)
+    msg = _through_the_frame(m.job(7, job, 3.0))
+    assert msg[0] == m.JOB
+    job_id, back, sent_at = m.read_job(msg)
     assert (job_id, sent_at) == (7, 3.0)
     for name in ("network_id", "get_all", "get_by_list", "sens_param", "weights", "return_value", "deadline",
-                 "network_doc", "network_path", "json_split"):
+                 "network_doc", "network_path"):
         assert getattr(back, name) == getattr(job, name), name
     assert set(back.inputs) == {"x", "y"} and set(back.parameters) == {"w"}
     np.testing.assert_array_equal(back.inputs["y"], job.inputs["y"])
@@ -62,21 +64,34 @@ def test_a_job_comes_back_field_for_field() -> None:
 def test_a_result_comes_back_with_nested_gradients() -> None:
     result = JobResult(gradients=[[ARRAYS[0]], [ARRAYS[2], ARRAYS[6]]], gradient_names=[["x"], ["w", "b"]],
                        value=[ARRAYS[4]], timing_ms={"compute": 1.5}, cache_hit=True,
-                       cache_stats={"hits": 3.0}, json_split=None)
-    back = JobResult.from_wire(_through_the_frame(("result", 1, result.to_wire(), []))[2])
+                       cache_stats={"hits": 3.0})
+    job_id, back, evicted = m.read_result(_through_the_frame(m.result(1, result, ["sha256:old"])))
+    assert (job_id, evicted) == (1, ["sha256:old"])
     assert back.gradient_names == result.gradient_names and back.value[0].shape == ()
     np.testing.assert_array_equal(back.gradients[1][0], ARRAYS[2])
     assert back.gradients[1][1].dtype == np.bool_
-    assert (back.timing_ms, back.cache_hit, back.cache_stats, back.json_split) == ({"compute": 1.5}, True,
-                                                                                      {"hits": 3.0}, None)
+    assert (back.timing_ms, back.cache_hit, back.cache_stats) == ({"compute": 1.5}, True, {"hits": 3.0})
 
 
 def test_a_tutorial_job_pickles_no_class_or_function_reference() -> None:
     job = GradJob(network_id="sha256:abc", inputs=ARRAYS[:1] + ARRAYS[5:6], get_all=True, deadline=1.0)
-    parts, _ = encode_msg(("job", 1, job.to_wire(), 0.0))
+    parts, _ = encode_msg(m.job(1, job, 0.0))
     frame = b"".join(bytes(p) for p in parts)[_LEN.size:]
     count, payload_len, _, _ = _HEAD.unpack_from(frame, 0)
     start = _HEAD.size + count * _BUF.size
     opcodes = {op.name for op, _, _ in pickletools.genops(frame[start:start + payload_len])}
     assert not opcodes & {"GLOBAL", "STACK_GLOBAL", "REDUCE", "BUILD", "INST", "OBJ", "NEWOBJ"}, opcodes
     assert "NEXT_BUFFER" in opcodes  # the arrays' bytes travel out of band
+
+
+def test_every_other_message_is_read_back_by_its_reader() -> None:
+    stats = {"hits": 1.0}
+    assert m.read_error(_through_the_frame(m.error(3, "ShapeError", "bad", "inputs[0]", stats, ["a"]))) == (
+        3, "ShapeError", "bad", "inputs[0]", stats, ["a"])
+    assert m.read_expired(_through_the_frame(m.expired(4, stats))) == (4, stats)
+    for make, kind, value in ((m.forget, m.FORGET, "sha256:x"), (m.cancel, m.CANCEL, 5),
+                              (m.hello, m.HELLO, {"pid": 1}), (m.fatal, m.FATAL, "no engine"),
+                              (m.unknown_network, m.UNKNOWN_NETWORK, 6)):
+        msg = _through_the_frame(make(value))
+        assert msg[0] == kind and m.payload(msg) == value
+    assert _through_the_frame(m.stop()) == (m.STOP,)

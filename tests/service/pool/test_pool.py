@@ -1,4 +1,5 @@
-"""The engine worker pool, with real worker processes on the CPU (no mocks).
+"""service.pool, with real worker processes on the CPU (no fakes: tests/service/pool/test_fake_pool.py
+has those).
 
 Two pools live for the whole module (starting one costs about two seconds): ``pool2`` (two
 workers) and ``pool1`` (one worker, a queue of two, room for one parsed network). Tests that
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import multiprocessing
 import os
 import re
 import signal
@@ -27,15 +27,16 @@ import pytest
 import engine
 from service.errors import (
     DeadlineExceededError,
+    EngineFailedError,
     NotReadyError,
     QueueFullError,
-    RemoteError,
     WorkerDiedError,
 )
-from service.jobs import GradJob, JobResult
+from service.http.errors import status_of
+from service.ipc.messages import GradJob, JobResult
+from service.pool import PoolStartError, WorkerPool
+from service.pool.probe import cpu_plan, gpu_plan, may_have_gpu
 from service.settings import Settings
-from service.worker_main import recv_msg, send_msg
-from service.workers import PoolStartError, WorkerPool, _may_have_gpu
 from tests.support import FIXTURES, ROOT
 
 TUTORIAL = json.loads((FIXTURES / "tutorial.json").read_text())["cases"]
@@ -181,39 +182,6 @@ def pool1(loop: asyncio.AbstractEventLoop) -> Iterator[Running]:
     running.stop()
 
 
-# -- the transport -------------------------------------------------------------------------
-
-
-def test_messages_carry_arrays_as_whole_buffers() -> None:
-    import ml_dtypes
-
-    arrays = [
-        np.arange(12, dtype=np.float32).reshape(3, 4),
-        np.arange(12, dtype=np.float64).reshape(3, 4).T,  # not C-contiguous
-        np.array(3.5, dtype=np.float16),
-        np.zeros((0, 5), dtype=np.int64),
-        np.array([True, False]),
-        np.array([1.5, -2.0], dtype=ml_dtypes.bfloat16),
-        np.random.default_rng(1).random((512, 512)),
-    ]
-    a, b = multiprocessing.Pipe()
-    try:
-        msg = ("result", 7, JobResult(gradients=arrays, gradient_names=["x"], value=None), [])
-        sender = __import__("threading").Thread(target=send_msg, args=(a, msg))
-        sender.start()
-        got = recv_msg(b)
-        sender.join()
-    finally:
-        a.close()
-        b.close()
-    assert got[:2] == ("result", 7)
-    for g, e in zip(got[2].gradients, arrays):
-        assert g.dtype == e.dtype and g.shape == e.shape
-        np.testing.assert_array_equal(g, e)
-    big = got[2].gradients[-1]
-    assert big.flags.writeable and big.base is not None  # built on a received buffer, not copied item by item
-
-
 # -- routing, results, errors --------------------------------------------------------------
 
 
@@ -264,21 +232,21 @@ def test_a_network_goes_back_to_the_worker_that_compiled_it(pool2: Running) -> N
 def test_engine_errors_come_back_with_code_path_and_status(pool2: Running) -> None:
     net = tutorial_network()
     x, _ = tutorial_inputs()
-    with pytest.raises(RemoteError) as info:
+    with pytest.raises(engine.ShapeError) as info:
         pool2.run(pool2.submit(net, [x, np.ones((4, 3), np.float32)]))
-    assert info.value.code == "shape_mismatch" and info.value.status == 422
+    assert info.value.code == "shape_mismatch" and status_of(info.value) == 422
     # nodes[i] for a registered network, network.nodes[i] for one inline (the worker may know either)
     assert info.value.path and re.fullmatch(r"(network\.)?nodes\[\d+\]", info.value.path), info.value.path
 
-    with pytest.raises(RemoteError) as info:
+    with pytest.raises(engine.ArgumentError) as info:
         pool2.run(pool2.submit(net, [x]))
-    assert (info.value.code, info.value.path, info.value.status) == ("bad_argument", "inputs", 422)
+    assert (info.value.code, info.value.path, status_of(info.value)) == ("bad_argument", "inputs", 422)
 
     # anything else the engine raises is an internal error (500), and the worker carries on
     strings = np.array([["a", "b", "c"]] * 2, dtype=object)
-    with pytest.raises(RemoteError) as info:
+    with pytest.raises(EngineFailedError) as info:
         pool2.run(pool2.submit(net, [strings, np.ones((3, 3), np.float32)]))
-    assert (info.value.code, info.value.status) == ("internal_error", 500)
+    assert (info.value.code, status_of(info.value)) == ("internal_error", 500)
     assert info.value.message.startswith("the engine failed: TypeError")
     assert all(w["restarts"] == 0 and w["alive"] for w in pool2.pool.snapshot())
 
@@ -303,8 +271,9 @@ def test_a_killed_worker_costs_only_its_requests_and_is_respawned(pool2: Running
 
     outcome, other, index = pool2.run(scenario())
     assert isinstance(outcome, WorkerDiedError), outcome
-    assert outcome.status == 500 and outcome.code == "worker_died"
+    assert status_of(outcome) == 500 and outcome.code == "worker_died"
     assert f"worker {index}" in outcome.message and "SIGKILL" in outcome.message
+    assert "while computing this request" in outcome.message
     np.testing.assert_allclose(other.gradients, TUTORIAL_GRAD, rtol=1e-5)
 
     pool2.run(wait_for(lambda: pool2.pool.snapshot()[index]["ready"], what="the respawned worker"))
@@ -339,7 +308,7 @@ def test_deadline_answers_504_and_the_worker_goes_on(pool1: Running) -> None:
 
     before = pool1.pool.snapshot()[0]["cache"]
     (slow, queued), took = pool1.run(scenario())
-    assert isinstance(slow, DeadlineExceededError) and slow.status == 504, slow
+    assert isinstance(slow, DeadlineExceededError) and status_of(slow) == 504, slow
     assert isinstance(queued, DeadlineExceededError), queued
     assert took < 1.5, "the caller did not wait for the slow job"
 
@@ -365,7 +334,7 @@ def test_a_full_queue_answers_503_with_retry_after(pool1: Running) -> None:
         return await asyncio.gather(*held), info.value
 
     results, error = pool1.run(scenario())
-    assert error.status == 503 and error.code == "queue_full" and error.retry_after >= 1
+    assert status_of(error) == 503 and error.code == "queue_full" and error.retry_after >= 1
     assert [r.gradients.shape for r in results] == [(1500, 1500), (32, 32)]
 
 
@@ -414,8 +383,8 @@ def test_not_ready_until_the_handshake_and_drain_waits_for_in_flight_jobs(loop: 
         if pid is None:
             running.run(running.pool.close())
     assert result.gradients.shape == (1500, 1500)
-    assert "starting" in starting.message and starting.status == 503
-    assert "draining" in draining.message and draining.status == 503
+    assert "starting" in starting.message and status_of(starting) == 503
+    assert "draining" in draining.message and status_of(draining) == 503
     assert drained >= finished
     row = running.pool.snapshot()[0]
     assert not row["alive"] and row["restarts"] == 0
@@ -431,7 +400,7 @@ def test_workers_exit_when_the_server_dies(tmp_path: Path) -> None:
         import asyncio, json, sys
         sys.path.insert(0, {str(ROOT)!r})
         from service.settings import Settings
-        from service.workers import PoolStartError, WorkerPool, _may_have_gpu
+        from service.pool import WorkerPool
 
         async def main():
             pool = WorkerPool(Settings(workers=1, device="cpu"))
@@ -462,19 +431,19 @@ def test_workers_exit_when_the_server_dies(tmp_path: Path) -> None:
 
 def test_gpu_workers_each_own_one_visible_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    plan = WorkerPool(Settings(device="gpu"))._gpu_plan(["cuda:0", "cuda:1"])
+    plan = gpu_plan(Settings(device="gpu"), ["cuda:0", "cuda:1"])
     assert [label for label, _ in plan] == ["gpu:0", "gpu:1"]
     assert [env["CUDA_VISIBLE_DEVICES"] for _, env in plan] == ["0", "1"]
     assert all(env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" for _, env in plan)
 
     # the server's own CUDA_VISIBLE_DEVICES is respected; more workers than GPUs share them
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
-    plan = WorkerPool(Settings(device="gpu", workers=3))._gpu_plan(["cuda:0", "cuda:1"])
+    plan = gpu_plan(Settings(device="gpu", workers=3), ["cuda:0", "cuda:1"])
     assert [env["CUDA_VISIBLE_DEVICES"] for _, env in plan] == ["2", "3", "2"]
-    assert [label for label, _ in WorkerPool(Settings(device="cpu", workers=2))._cpu_plan()] == ["cpu", "cpu"]
+    assert [label for label, _ in cpu_plan(Settings(device="cpu", workers=2))] == ["cpu", "cpu"]
 
 
-@pytest.mark.skipif(_may_have_gpu(), reason="this machine may have a GPU")
+@pytest.mark.skipif(may_have_gpu(), reason="this machine may have a GPU")
 def test_device_gpu_without_a_gpu_fails_at_start() -> None:
     pool = WorkerPool(Settings(device="gpu"))
 

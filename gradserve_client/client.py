@@ -1,21 +1,20 @@
 """A Python client for gradserve: NumPy arrays in, NumPy arrays out.
 
->>> from service.client import GradClient
+>>> from gradserve_client import GradClient
 >>> with GradClient("http://127.0.0.1:8000", api_key=None) as gs:
 ...     network_id = gs.register(network)["network_id"]
 ...     result = gs.grad(network_id, [x, y], get_all=True, encoding="binary")
 ...     dx, dy = result.gradients
 
-Only NumPy and httpx are needed (not JAX): the tensor codec here is the wire format of
-``shared/API.md`` written out again on purpose, so a client machine needs no engine.
+Tensors are encoded and decoded by the engine's tensor codec (:mod:`engine.tensors`, the one
+decoder of wire tensors; it imports no JAX), plus the binary framing here: a client machine
+needs NumPy and httpx, not JAX.
 ``encoding`` picks how tensors travel both ways: ``"json"`` (numbers), ``"b64"`` (base64 in the
 JSON) or ``"binary"`` (the Open Inference Protocol binary extension: raw bytes after the JSON).
 """
 
 from __future__ import annotations
 
-import base64
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,21 +23,12 @@ import httpx
 import numpy as np
 import orjson
 
-try:  # bfloat16 exists in NumPy only through ml_dtypes (a JAX dependency)
-    import ml_dtypes
-
-    _BF16: np.dtype | None = np.dtype(ml_dtypes.bfloat16)
-except ImportError:  # pragma: no cover
-    _BF16 = None
+from engine.dtypes import DTYPES, dtype_name
+from engine.errors import TensorError
+from engine.tensors import decode_tensor as _decode_wire
+from engine.tensors import encode_tensor
 
 BINARY_HEADER = "Inference-Header-Content-Length"
-_NAMES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
-          "uint64", "bool")
-DTYPES: dict[str, np.dtype] = {name: np.dtype(name) for name in _NAMES}
-if _BF16 is not None:
-    DTYPES["bfloat16"] = _BF16
-_NAME_OF = {dt: name for name, dt in DTYPES.items()}
-_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
 class GradServeError(Exception):
@@ -67,15 +57,15 @@ class GradResult:
 # -- tensors ----------------------------------------------------------------------------------------
 
 
-def _dtype_name(dtype: np.dtype) -> str:
-    try:
-        return _NAME_OF[np.dtype(dtype)]
-    except KeyError:
-        raise TypeError(f"gradserve has no dtype for {dtype}: use one of {', '.join(DTYPES)}") from None
-
-
 def _raw(arr: np.ndarray) -> bytes:
     return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+
+
+def _dtype_name(dtype: np.dtype) -> str:
+    try:
+        return dtype_name(dtype)
+    except TensorError:
+        raise TypeError(f"gradserve has no dtype for {dtype}: use one of {', '.join(DTYPES)}") from None
 
 
 class _Encoder:
@@ -89,26 +79,12 @@ class _Encoder:
 
     def tensor(self, value: Any) -> dict[str, Any]:
         arr = np.asarray(value)
-        head: dict[str, Any] = {"dtype": _dtype_name(arr.dtype), "shape": list(arr.shape)}
-        if self.encoding == "binary":
-            raw = _raw(arr)
-            self.chunks.append(raw)
-            head["binary_data_size"] = len(raw)
-        elif self.encoding == "b64":
-            head["b64"] = base64.b64encode(_raw(arr)).decode()
-        else:
-            flat = arr.reshape(-1)
-            if arr.dtype.kind == "f" or arr.dtype == _BF16:
-                wide = flat.astype(np.float64)
-                if np.isfinite(wide).all():
-                    # orjson writes float32 in its shortest round-tripping form
-                    head["data"] = flat if arr.dtype in (np.float32, np.float64) else wide.tolist()
-                else:
-                    head["data"] = [v if math.isfinite(v) else ("NaN" if v != v else ("Infinity" if v > 0 else "-Infinity"))
-                                    for v in wide.tolist()]
-            else:
-                head["data"] = flat
-        return head
+        name = _dtype_name(arr.dtype)
+        if self.encoding != "binary":
+            return encode_tensor(arr, self.encoding)
+        raw = _raw(arr)
+        self.chunks.append(raw)
+        return {"dtype": name, "shape": list(arr.shape), "binary_data_size": len(raw)}
 
     def body(self, doc: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
         json_part = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -122,18 +98,7 @@ class _Encoder:
 
 def decode_tensor(obj: Mapping[str, Any], binary: memoryview | bytes | None = None) -> np.ndarray:
     """A wire tensor (``data``, ``b64`` or binary bytes) as a NumPy array."""
-    name = obj.get("dtype") or obj.get("datatype")
-    dtype = DTYPES[name]
-    shape = tuple(obj["shape"])
-    if binary is not None or "b64" in obj:
-        raw = binary if binary is not None else base64.b64decode(obj["b64"])
-        return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
-    data = obj["data"]
-    if dtype.kind == "f" or dtype == _BF16:
-        flat = np.asarray([_NON_FINITE.get(v, v) if isinstance(v, str) else v for v in data]
-                          if any(isinstance(v, str) for v in data) else data, dtype=np.float64)
-        return flat.astype(dtype).reshape(shape)
-    return np.asarray(data, dtype=dtype).reshape(shape)
+    return _decode_wire(obj, binary=binary)
 
 
 def _decode_nested(value: Any, decode: Any) -> Any:

@@ -1,0 +1,199 @@
+"""The ``POST /grad`` handler: body in, call parsed and validated, job to the pool, answer out.
+
+A request is parsed and validated entirely in the server (orjson, the engine's network parser
+and tensor decoder, the validator), so a bad request costs no worker time; only a valid job
+goes to the pool. The guard (:mod:`service.http.guard`) calls :meth:`GradHandler.__call__`
+straight from the ASGI scope: no routing, dependency solving or Request object on the hot path.
+
+Blocking work (parsing a large JSON body or network, the first abstract evaluation of a
+network, the registry's SQLite, writing a huge JSON result) runs in the thread pool; a
+tutorial-sized call stays on the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+import engine
+from engine.cache import LRUCache
+from engine.errors import ArgumentError
+from engine.request import call_arguments
+
+from ..errors import NotReadyError
+from ..http import body as http_body
+from ..http import encode
+from ..http.errors import ERRORS, bug_response, error_response, log_error
+from ..http.guard import NAMESPACE
+from ..ipc.messages import GradJob, JobResult
+from .call import GradCall, decode_tensors, parse_call
+
+if TYPE_CHECKING:
+    from ..http.state import State
+    from ..pool import Admission
+
+log = logging.getLogger("gradserve.app")
+
+#: JSON text larger than this (a request's, or the JSON part of a binary one) is parsed and its
+#: tensors decoded in the thread pool; binary tensors are views of the body, decoded in no time.
+OFFLOAD_BYTES = 256 * 1024
+#: results with more elements than this are written (JSON, b64) in the thread pool
+LOOP_ENCODE_ELEMENTS = 1 << 21
+
+
+class GradHandler:
+    """``POST /grad`` for one app (its state: settings, registry, validator, pool, metrics)."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.settings = state.settings
+        self.registry = state.registry
+        self.validator = state.validator
+        self.metrics = state.metrics
+        # inline networks, parsed once per distinct network as sent
+        self._inline: LRUCache[engine.Network] = LRUCache(state.settings.network_cache_size)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """Answer the request; returns the response's status."""
+        arrived = time.monotonic()
+        try:
+            declared = None
+            headers: dict[str, str] = {}
+            for name, value in scope["headers"]:
+                if name == b"content-length":
+                    if declared is None:
+                        declared = value.decode("latin-1")
+                elif name == b"inference-header-content-length" and not headers:
+                    headers[http_body.BINARY_HEADER] = value.decode("latin-1")
+            # A place in the queues before the body is read: under overload a refusal costs no parsing.
+            pool = self.state.pool
+            admission = pool.admit() if pool is not None else None
+            try:
+                body = await http_body.receive_body(receive, declared, self.settings.max_body_bytes)
+                response = await self._grad(scope[NAMESPACE], body, headers, arrived, admission)
+            finally:
+                if admission is not None:
+                    admission.release()
+        except ERRORS as exc:
+            log_error("POST /grad", exc)
+            response = error_response(exc)
+        except Exception as exc:
+            log.error("unhandled error in POST /grad", exc_info=exc)
+            response = bug_response(exc)
+        await response(scope, receive, send)
+        return response.status_code
+
+    async def _grad(self, namespace: str, body: bytes, headers: Mapping[str, str], arrived: float,
+                    admission: Admission | None = None) -> Response:
+        settings = self.settings
+        t0 = time.perf_counter()
+        # Only a large JSON text is worth the thread pool (parsing it, decoding its tensors): the
+        # binary tensors of the OIP framing are views of the body, decoded in no time.
+        json_size = len(body)
+        declared = headers.get(http_body.BINARY_HEADER)
+        if declared is not None:
+            try:
+                json_size = min(json_size, max(0, int(declared)))
+            except ValueError:
+                pass  # parse_body says what is wrong with it
+        big = json_size > OFFLOAD_BYTES
+        limit = settings.max_tensor_elements
+        parse = http_body.parse_body
+        parsed = await run_in_threadpool(parse, body, headers, limit) if big else parse(body, headers, limit)
+        call = parse_call(parsed.doc, settings.timeout_ms)
+        net = await self._network(namespace, parsed, big)
+        if big:
+            await run_in_threadpool(decode_tensors, call, parsed)
+        else:
+            decode_tensors(call, parsed)
+        validator = self.validator
+        xs = validator.bind_inputs(net, call.inputs)
+        if big or not validator.knows(net, xs):
+            await run_in_threadpool(validator.validate, net, xs, call)
+        else:
+            validator.validate(net, xs, call)
+        job = GradJob(network_id=net.id, network_path=net.path, inputs=xs,
+                      deadline=arrived + call.timeout_ms / 1e3, **call_arguments(call))
+        decode_ms = (time.perf_counter() - t0) * 1e3
+        pool = self.state.pool
+        if pool is None:
+            raise NotReadyError("the engine workers are not started")
+        result: JobResult = await pool.submit(job, lambda: net.to_json("b64"), admission)
+        return await self._respond(net, call, result, decode_ms)
+
+    async def _network(self, namespace: str, parsed: http_body.Body, big: bool) -> engine.Network:
+        doc = parsed.doc
+        has_net, has_id = doc.get("network") is not None, doc.get("network_id") is not None
+        if has_net == has_id:
+            raise ArgumentError(
+                "give exactly one of 'network' (the network inline) and 'network_id' (a registered network)",
+                "network" if has_net else "network_id",
+            )
+        if has_id:
+            network_id = doc["network_id"]
+            if not isinstance(network_id, str):
+                raise ArgumentError("'network_id' must be a string like \"sha256:…\"", "network_id")
+            net = self.registry.cached(namespace, network_id)
+            if net is None:
+                net = await run_in_threadpool(self.registry.get, namespace, network_id)
+            return net
+        fingerprint = parsed.fingerprint
+        key = await run_in_threadpool(fingerprint, doc["network"]) if big else fingerprint(doc["network"])
+        net = self._inline.get(key)
+        if net is not None:
+            return net
+        # b64 for the parser; without the framing, a tensor that says binary_data_size is refused
+        raw = parsed.inline_binary(doc["network"], "network")
+        parse = self.state.parse_network
+        net = await run_in_threadpool(parse, raw, "network.") if big else parse(raw, "network.")
+        self._inline.put(key, net)
+        return net
+
+    async def _respond(self, net: engine.Network, call: GradCall, result: JobResult, decode_ms: float) -> Response:
+        encoding = call.output_encoding
+        fields: dict[str, Any] = {"gradients": result.gradients}
+        if call.return_value:
+            fields["value"] = result.value or []
+        t0 = time.perf_counter()
+        # Text is written on the loop: orjson holds the GIL, so a thread would not let the loop
+        # run meanwhile, only add a hand-off. A huge text (seconds of it) goes to a thread all the
+        # same: the GIL's switch interval then lets the loop in between.
+        if encoding != "binary" and encode.element_count(fields) > LOOP_ENCODE_ELEMENTS:
+            encoded, chunks = await run_in_threadpool(encode.encode_fields, fields, encoding)
+        else:
+            encoded, chunks = encode.encode_fields(fields, encoding)
+        encode_ms = (time.perf_counter() - t0) * 1e3
+        worker = result.timing_ms
+        timing = {
+            "queue": worker.get("queue", 0.0),
+            "compile": worker.get("compile", 0.0),
+            "compute": worker.get("compute", 0.0),
+            "decode": decode_ms,
+            "encode": encode_ms,
+        }
+        self.metrics.observe_grad(timing, compiled=not result.cache_hit)
+        gradients, value = encoded["gradients"], encoded.get("value")
+        if encoding == "binary" or len(gradients) <= encode.STREAM_BYTES:
+            doc: dict[str, Any] = {
+                "network_id": net.id,
+                "gradients": orjson.Fragment(gradients),
+                "gradient_names": result.gradient_names,
+            }
+            if value is not None:
+                doc["value"] = orjson.Fragment(value)
+            doc["timing_ms"] = timing
+            return encode.response(orjson.dumps(doc), chunks, encoding)
+        # A large JSON text: sent in its pieces, as orjson.dumps(doc) would have written it.
+        parts = [orjson.dumps({"network_id": net.id})[:-1] + b',"gradients":', gradients,
+                 b',"gradient_names":' + orjson.dumps(result.gradient_names)]
+        if value is not None:
+            parts += [b',"value":', value]
+        parts.append(b',"timing_ms":' + orjson.dumps(timing) + b"}")
+        return encode.PartsResponse(parts, encode.JSON_TYPE)

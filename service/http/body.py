@@ -1,0 +1,220 @@
+"""Request bodies in: reading them (with the size limit) and parsing them.
+
+A request body is JSON (parsed by orjson) or the Open Inference Protocol binary tensor
+extension: the JSON object, then the raw bytes of every tensor that says
+``"binary_data_size": N`` in it, in the order those tensors appear in the JSON text; the header
+``Inference-Header-Content-Length`` gives the JSON part's length. Tensors are decoded by the
+engine's one decoder, :func:`engine.tensors.decode_tensor` (with ``binary=`` the tensor's slice
+of the body, never a copy). Responses are :mod:`service.http.encode`'s.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import orjson
+from starlette.requests import Request
+from starlette.types import Receive
+
+from engine.tensors import decode_tensor
+
+from ..errors import BadRequestError, PayloadTooLargeError
+
+BINARY_HEADER = "inference-header-content-length"
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def _check_declared(declared: str | None, limit: int) -> None:
+    """Refuse a body whose Content-Length is over ``limit`` before reading any of it."""
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise BadRequestError(f"Content-Length {declared!r} is not a number", "body") from None
+        if size > limit:
+            raise _too_large(size, limit)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """:func:`receive_body` for a Starlette request."""
+    return await receive_body(request.receive, request.headers.get("content-length"), limit)
+
+
+async def receive_body(receive: Receive, declared: str | None, limit: int) -> bytes:
+    """The whole body, straight from ASGI ``receive`` (``declared``: the Content-Length header),
+    refused as soon as it is known to be over ``limit`` bytes.
+
+    ``Content-Length`` is checked before anything is read; a chunked (or lying) body is counted
+    as it arrives and refused at the first chunk past the limit, so nothing over the limit is
+    ever buffered.
+    """
+    _check_declared(declared, limit)
+    chunks: list[bytes] = []
+    received = 0
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "http.request":
+            chunk = message.get("body", b"")
+            if chunk:
+                received += len(chunk)
+                if received > limit:
+                    raise _too_large(received, limit, at_least=True)
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        elif kind == "http.disconnect":
+            raise BadRequestError(f"the client disconnected after sending {received} bytes of the body",
+                                  "body")
+    if len(chunks) == 1:
+        return chunks[0]
+    return b"".join(chunks)
+
+
+def _too_large(size: int, limit: int, at_least: bool = False) -> PayloadTooLargeError:
+    what = f"more than {limit}" if at_least else str(size)
+    return PayloadTooLargeError(
+        f"the request body is {what} bytes, over the limit of {limit} bytes (--max-body-bytes); "
+        "send large tensors to a server with a higher limit, or split the request",
+        "body",
+    )
+
+
+# -- parsing ------------------------------------------------------------------------------------
+
+
+class Body:
+    """A parsed request body: the JSON ``doc`` and, for the binary framing, each binary tensor's
+    bytes (keyed by the identity of its JSON object)."""
+
+    __slots__ = ("binary", "doc", "max_elements")
+
+    def __init__(self, doc: dict[str, Any], binary: dict[int, memoryview] | None = None,
+                 max_elements: int | None = None) -> None:
+        self.doc = doc
+        self.binary = binary or {}
+        self.max_elements = max_elements
+
+    def tensor(self, obj: Any, path: str) -> np.ndarray:
+        """Decode the wire tensor ``obj`` (found at ``path``), with its binary bytes if any."""
+        raw = self.binary.get(id(obj)) if self.binary else None
+        if raw is None and type(obj) is dict and "binary_data_size" in obj:
+            raise BadRequestError(
+                "this tensor says 'binary_data_size' but the request is not in the binary framing: "
+                "send the header Inference-Header-Content-Length with the length of the JSON part",
+                f"{path}.binary_data_size",
+            )
+        return decode_tensor(obj, path, max_elements=self.max_elements, binary=raw)
+
+    def fingerprint(self, doc: Any) -> bytes:
+        """A digest of ``doc`` as it was sent: its JSON text and, in order, the bytes of the binary
+        tensors it holds (hashed where they lie: no b64 copy of a network's weights per request).
+        The same network sent in two framings has two fingerprints."""
+        digest = hashlib.sha256(orjson.dumps(doc))
+        if self.binary:
+            for _, tensor in _binary_tensors(doc, ""):
+                digest.update(self.binary[id(tensor)])
+        return digest.digest()
+
+    def inline_binary(self, doc: Any, path: str = "") -> Any:
+        """``doc`` (a network, at ``path``) with its binary tensors rewritten as ``b64`` tensors.
+
+        ``engine.parse_network`` reads tensors itself and knows nothing of the framing; a network
+        is parsed once (then cached or registered), so the copy is paid once. Without the
+        framing, a tensor that says ``binary_data_size`` is refused (400) here."""
+        if not self.binary:
+            for where, _ in _binary_tensors(doc, path):
+                raise BadRequestError(
+                    "this tensor says 'binary_data_size' but the request is not in the binary framing: "
+                    "send the header Inference-Header-Content-Length with the length of the JSON part",
+                    f"{where}.binary_data_size",
+                )
+            return doc
+
+        def rewrite(node: Any) -> Any:
+            if isinstance(node, dict):
+                raw = self.binary.get(id(node))
+                if raw is not None:
+                    out = {k: v for k, v in node.items() if k != "binary_data_size"}
+                    out["b64"] = base64.b64encode(raw).decode()
+                    return out
+                return {k: rewrite(v) for k, v in node.items()}
+            if isinstance(node, list):
+                return [rewrite(v) for v in node]
+            return node
+
+        return rewrite(doc)
+
+
+def parse_body(body: bytes, headers: Mapping[str, str], max_elements: int | None = None) -> Body:
+    """Parse a request body (:class:`BadRequestError` if it is not JSON, or not the binary
+    framing it claims); its tensors are decoded later, each checked against ``max_elements``."""
+    header = headers.get(BINARY_HEADER)
+    if header is None:
+        return Body(_loads(body, "the request body"), None, max_elements)
+    try:
+        json_size = int(header)
+    except ValueError:
+        json_size = -1
+    if not 0 <= json_size <= len(body):
+        raise BadRequestError(
+            f"Inference-Header-Content-Length is {header!r}, but it must be the length of the JSON part "
+            f"of the body (0 to {len(body)} bytes)",
+            "body",
+        )
+    view = memoryview(body)
+    doc = _loads(view[:json_size], "the JSON part of the binary request")
+    binary: dict[int, memoryview] = {}
+    offset = json_size
+    for path, tensor in _binary_tensors(doc, ""):
+        size = tensor["binary_data_size"]
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise BadRequestError(f"'binary_data_size' must be a non-negative integer, got {size!r}",
+                                  f"{path}.binary_data_size")
+        if offset + size > len(body):
+            raise BadRequestError(
+                f"the binary tensors need more bytes than the body has: {path} ends at byte {offset + size} "
+                f"of the binary part's {len(body) - json_size}",
+                f"{path}.binary_data_size",
+            )
+        binary[id(tensor)] = view[offset:offset + size]
+        offset += size
+    if offset != len(body):
+        raise BadRequestError(
+            f"the body has {len(body) - offset} bytes after the last binary tensor: the JSON part's "
+            "'binary_data_size' values must add up to the length of the binary part",
+            "body",
+        )
+    return Body(doc, binary, max_elements)
+
+
+def _loads(data: bytes | memoryview, what: str) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequestError(f"{what} is not valid JSON: {exc}", "body") from None
+    if not isinstance(doc, dict):
+        raise BadRequestError(f"{what} must be a JSON object, got a JSON {type(doc).__name__}", "body")
+    return doc
+
+
+def _binary_tensors(node: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The tensors that carry ``binary_data_size``, in the order of the JSON text (orjson keeps
+    key order). Tensor objects are not descended into, so ``data`` lists are never walked."""
+    if isinstance(node, dict):
+        if "binary_data_size" in node:
+            yield path or "body", node
+            return
+        if "dtype" in node or "datatype" in node:
+            return
+        for key, value in node.items():
+            yield from _binary_tensors(value, f"{path}.{key}" if path else key)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _binary_tensors(value, f"{path}[{i}]")

@@ -1,0 +1,101 @@
+"""The guard: the pure ASGI middleware in front of the whole app.
+
+It checks API keys (401), refuses requests while the service drains (503, but ``/metrics``),
+counts the requests in flight (the drain waits for them) and observes every request's metrics.
+``/health/*`` is always open. ``/grad`` is answered here: ``POST``, the hot path, by the grad
+handler (:class:`service.grad.handler.GradHandler`: no routing, no FastAPI handler, no send
+wrapper, it returns the status), any other method with 405; every other request goes on to
+FastAPI.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..errors import DrainingError
+from .errors import error, error_response
+
+if TYPE_CHECKING:
+    from .state import State
+
+#: scope key under which the guard leaves the caller's registry namespace
+NAMESPACE = "gradserve.namespace"
+
+
+class Guard:
+    """No per-request task or body copy: one function call in front of the app."""
+
+    def __init__(self, app: ASGIApp, state: State) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = self.state
+        start = time.perf_counter()
+        path: str = scope["path"]
+        hot = path == "/grad"
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if path.startswith("/health/"):
+                await self.app(scope, receive, send_status)
+                return
+            refusal = self._refusal(scope, path)
+            if refusal is not None:
+                status = refusal.status_code
+                await refusal(scope, receive, send)
+                return
+            state.inflight += 1
+            try:
+                if hot and scope["method"] == "POST":
+                    status = await state.grad(scope, receive, send)
+                elif hot:
+                    refusal = error(405, "method_not_allowed", f"{scope['method']} is not allowed on /grad "
+                                    "(allowed: POST)", "method", {"Allow": "POST"})
+                    status = refusal.status_code
+                    await refusal(scope, receive, send)
+                else:
+                    await self.app(scope, receive, send_status)
+            finally:
+                state.inflight -= 1
+                if state.inflight == 0:
+                    state.idle.set()
+        finally:
+            state.metrics.observe_request("/grad" if hot else state.route_template(scope), scope["method"],
+                                          status, time.perf_counter() - start)
+
+    def _refusal(self, scope: Scope, path: str) -> Response | None:
+        """The answer to a request without the right API key (401), or one that comes while the
+        service drains (503, but /metrics); None, with the caller's namespace in the scope."""
+        state = self.state
+        authorization = None
+        if state.auth.enabled:
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    authorization = value
+                    break
+        namespace = state.auth.namespace(authorization)
+        if namespace is None:
+            return error(
+                401, "unauthorized",
+                "missing or wrong API key: send the header 'Authorization: Bearer <key>'" if authorization
+                is None else "wrong API key, or not 'Authorization: Bearer <key>'",
+                "headers.authorization", {"WWW-Authenticate": 'Bearer realm="gradserve"'},
+            )
+        scope[NAMESPACE] = namespace
+        if state.draining and path != "/metrics":
+            return error_response(DrainingError())
+        return None

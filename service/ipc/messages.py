@@ -1,0 +1,200 @@
+"""Every message between the server and a worker: the one owner of their layouts.
+
+A message is a plain tuple whose first item is its kind; each kind has a constructor and, where
+the receiver needs more than the kind, a reader here, and no other module indexes or unpacks a
+message. A :class:`GradJob` or :class:`JobResult` crosses as a tuple of its fields (its
+``to_wire``/``from_wire``), its arrays as ``(buffer, dtype, shape)`` triples whose buffers
+pickle protocol 5 carries out of band (:mod:`service.ipc.framing`): their bytes are copied once
+and never walked element by element, and the pickle holds no class or function reference to
+look up on the other side.
+
+Server -> worker::
+
+    job(job_id, GradJob, sent_at)      # sent_at: time.monotonic() in the server
+    forget(network_id)                 # the network was deleted
+    cancel(job_id)                     # nobody waits for it: skip it if not started
+    stop()                             # finish what is queued, then exit
+
+Worker -> server::
+
+    hello(info)                        # the startup handshake: pid, device, platform, devices
+    fatal(message)                     # the engine could not start; the process exits next
+    result(job_id, JobResult, evicted)
+    error(job_id, kind, message, path, cache_stats, evicted)
+    expired(job_id, cache_stats)       # deadline passed or cancelled while it waited: not computed
+    unknown_network(job_id)            # no network_doc and the network is not (or no longer) here
+
+``evicted`` lists the network ids the worker dropped from its LRU of parsed networks, so the
+server knows to send their documents again. An error's ``kind`` is the name of the engine error
+class (:mod:`engine.errors`), or :data:`INTERNAL` when the engine failed otherwise.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+JOB, FORGET, CANCEL, STOP = "job", "forget", "cancel", "stop"
+HELLO, FATAL, RESULT, ERROR, EXPIRED, UNKNOWN_NETWORK = (
+    "hello", "fatal", "result", "error", "expired", "unknown_network")
+#: an error's kind when the engine failed in a way that is not the request's fault
+INTERNAL = "internal"
+
+
+@dataclass
+class GradJob:
+    """One /grad call, decoded and validated in the server, ready for an engine."""
+
+    network_id: str
+    inputs: list[np.ndarray] | dict[str, np.ndarray]
+    get_all: bool = False
+    get_by_list: bool = False
+    sens_param: bool = False
+    weights: list[str] | None = None
+    sens: np.ndarray | list[np.ndarray] | None = None
+    parameters: dict[str, np.ndarray] | None = None
+    return_value: bool = False
+    deadline: float = 0.0  # time.monotonic() (system-wide on Linux) after which nobody waits
+    # The gradnet/1 document (parameters as b64), sent only to a worker that lacks the network.
+    network_doc: dict[str, Any] | None = None
+    # The prefix of the network's error paths: "network." inline, "" registered (Network.path).
+    network_path: str = ""
+
+    def to_wire(self) -> tuple[Any, ...]:
+        return (self.network_id, pack(self.inputs), self.get_all, self.get_by_list, self.sens_param, self.weights,
+                pack(self.sens), pack(self.parameters), self.return_value, self.deadline, self.network_doc,
+                self.network_path)
+
+    @classmethod
+    def from_wire(cls, wire: tuple[Any, ...]) -> GradJob:
+        (network_id, inputs, get_all, get_by_list, sens_param, weights, sens, parameters, return_value, deadline,
+         network_doc, network_path) = wire
+        return cls(network_id, unpack(inputs), get_all, get_by_list, sens_param, weights, unpack(sens),
+                   unpack(parameters), return_value, deadline, network_doc, network_path)
+
+
+@dataclass
+class JobResult:
+    """A worker's answer to a :class:`GradJob`."""
+
+    gradients: Any
+    gradient_names: Any
+    value: list[np.ndarray] | None
+    timing_ms: dict[str, float] = field(default_factory=dict)  # compile, compute, queue (in the worker)
+    cache_hit: bool = False
+    cache_stats: dict[str, float] = field(default_factory=dict)  # the worker's engine.stats
+
+    def to_wire(self) -> tuple[Any, ...]:
+        return (pack(self.gradients), self.gradient_names, pack(self.value), self.timing_ms, self.cache_hit,
+                self.cache_stats)
+
+    @classmethod
+    def from_wire(cls, wire: tuple[Any, ...]) -> JobResult:
+        gradients, names, value, timing_ms, cache_hit, cache_stats = wire
+        return cls(unpack(gradients), names, unpack(value), timing_ms, cache_hit, cache_stats)
+
+
+# -- server -> worker ------------------------------------------------------------------------
+
+
+def job(job_id: int, grad_job: GradJob, sent_at: float) -> tuple[Any, ...]:
+    return (JOB, job_id, grad_job.to_wire(), sent_at)
+
+
+def read_job(msg: tuple[Any, ...]) -> tuple[int, GradJob, float]:
+    """``(job_id, job, sent_at)``."""
+    return msg[1], GradJob.from_wire(msg[2]), msg[3]
+
+
+def forget(network_id: str) -> tuple[Any, ...]:
+    return (FORGET, network_id)
+
+
+def cancel(job_id: int) -> tuple[Any, ...]:
+    return (CANCEL, job_id)
+
+
+def stop() -> tuple[Any, ...]:
+    return (STOP,)
+
+
+# -- worker -> server ------------------------------------------------------------------------
+
+
+def hello(info: dict[str, Any]) -> tuple[Any, ...]:
+    return (HELLO, info)
+
+
+def fatal(message: str) -> tuple[Any, ...]:
+    return (FATAL, message)
+
+
+def result(job_id: int, job_result: JobResult, evicted: list[str]) -> tuple[Any, ...]:
+    return (RESULT, job_id, job_result.to_wire(), evicted)
+
+
+def read_result(msg: tuple[Any, ...]) -> tuple[int, JobResult, list[str]]:
+    """``(job_id, result, evicted)``."""
+    return msg[1], JobResult.from_wire(msg[2]), msg[3]
+
+
+def error(job_id: int, kind: str, message: str, path: str | None, cache_stats: dict[str, float],
+          evicted: list[str]) -> tuple[Any, ...]:
+    return (ERROR, job_id, kind, message, path, cache_stats, evicted)
+
+
+def read_error(msg: tuple[Any, ...]) -> tuple[int, str, str, str | None, dict[str, float], list[str]]:
+    """``(job_id, kind, message, path, cache_stats, evicted)``."""
+    _, job_id, kind, message, path, cache_stats, evicted = msg
+    return job_id, kind, message, path, cache_stats, evicted
+
+
+def expired(job_id: int, cache_stats: dict[str, float]) -> tuple[Any, ...]:
+    return (EXPIRED, job_id, cache_stats)
+
+
+def unknown_network(job_id: int) -> tuple[Any, ...]:
+    return (UNKNOWN_NETWORK, job_id)
+
+
+def payload(msg: tuple[Any, ...]) -> Any:
+    """The one field after the kind of a one-field message (forget, cancel, hello, fatal,
+    unknown_network)."""
+    return msg[1]
+
+
+def read_expired(msg: tuple[Any, ...]) -> tuple[int, dict[str, float]]:
+    """``(job_id, cache_stats)``."""
+    return msg[1], msg[2]
+
+
+# -- arrays on the wire: a tuple (nothing else in a job or result is a tuple: JSON gives lists) --
+
+
+def pack(value: Any) -> Any:
+    """Every array in ``value`` (an array, or lists and dicts of them) as ``(buffer, dtype, shape)``."""
+    if isinstance(value, np.ndarray):
+        dtype = value.dtype
+        if dtype.isbuiltin == 1 and not dtype.hasobject:
+            return (pickle.PickleBuffer(np.ascontiguousarray(value)), dtype.str, value.shape)
+        return (value, None, None)  # an unusual dtype: NumPy pickles it itself
+    if isinstance(value, list):
+        return [pack(v) for v in value]
+    if isinstance(value, dict):
+        return {k: pack(v) for k, v in value.items()}
+    return value
+
+
+def unpack(value: Any) -> Any:
+    """:func:`pack` undone: arrays over the received buffers (no copy)."""
+    if isinstance(value, tuple):
+        buffer, dtype, shape = value
+        return buffer if dtype is None else np.frombuffer(buffer, dtype=dtype).reshape(shape)
+    if isinstance(value, list):
+        return [unpack(v) for v in value]
+    if isinstance(value, dict):
+        return {k: unpack(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,83 @@
+"""service.grad.validator: the engine's checks in the server, and its memory of calls that passed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+import engine
+from service.grad.call import GradCall
+from service.grad.validator import Validator
+
+NET = engine.parse_network({
+    "format": "gradnet/1", "name": "mm", "inputs": [{"name": "x"}, {"name": "y"}],
+    "parameters": [{"name": "w", "value": {"dtype": "float32", "shape": [3], "data": [1, 2, 3]}}],
+    "nodes": [{"name": "xw", "op": "Mul", "inputs": ["x", "w"]}, {"name": "out", "op": "MatMul", "inputs": ["xw", "y"]}],
+    "outputs": ["out"],
+})
+X, Y = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)
+
+
+def call(**flags: Any) -> GradCall:
+    return GradCall(**{"get_all": False, "get_by_list": False, "sens_param": False, "return_value": False,
+                       "weights": None, "output_encoding": "json", "timeout_ms": 1.0, **flags})
+
+
+@pytest.fixture
+def validator(monkeypatch: pytest.MonkeyPatch) -> Validator:
+    v = Validator(max_elements=1000, cache_size=4)
+    v.checks = 0  # type: ignore[attr-defined]
+    check = v.engine.check
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        v.checks += 1  # type: ignore[attr-defined]
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(v.engine, "check", counted)
+    return v
+
+
+def test_a_valid_call_is_checked_once(validator: Validator) -> None:
+    xs = validator.bind_inputs(NET, [X, Y])
+    assert not validator.knows(NET, xs)
+    for _ in range(3):
+        validator.validate(NET, xs, call(get_all=True))
+    assert validator.knows(NET, xs) and validator.checks == 1  # type: ignore[attr-defined]
+    validator.validate(NET, xs, call(get_by_list=True, weights=["w"]))  # other flags: checked again
+    assert validator.checks == 2  # type: ignore[attr-defined]
+
+
+def test_calls_with_sens_or_parameters_are_always_checked(validator: Validator) -> None:
+    xs = validator.bind_inputs(NET, [X, Y])
+    sens = np.ones((2, 4), np.float32)
+    for _ in range(2):
+        validator.validate(NET, xs, call(sens_param=True, sens=sens))
+    assert validator.checks == 2  # type: ignore[attr-defined]
+    with pytest.raises(engine.SensError):
+        validator.validate(NET, xs, call(sens_param=True, sens=np.ones((4, 2), np.float32)))
+    with pytest.raises(engine.ShapeError) as info:
+        validator.validate(NET, xs, call(parameters={"w": np.ones(4, np.float32)}))
+    assert info.value.path == "parameters.w"
+
+
+@pytest.mark.parametrize(("inputs", "flags", "error", "path"), [
+    ([X, np.ones((4, 4), np.float32)], {}, engine.ShapeError, "nodes[1]"),
+    ([X, Y], {"weights": ["w"]}, engine.ArgumentError, "weights"),
+    ([X, Y], {"get_by_list": True, "weights": ["v"]}, engine.ArgumentError, "weights[0]"),
+    ([np.ones((40, 3), np.float32), np.ones((3, 40), np.float32)], {}, engine.TooLargeError, "nodes[1]"),
+])
+def test_what_a_worker_would_refuse_is_refused_here(validator: Validator, inputs: list[np.ndarray],
+                                                    flags: dict[str, Any], error: type, path: str | None) -> None:
+    xs = validator.bind_inputs(NET, inputs)
+    with pytest.raises(error) as info:
+        validator.validate(NET, xs, call(**flags))
+    if path is not None:
+        assert info.value.path == path
+
+
+def test_inputs_are_bound_by_name_and_checked(validator: Validator) -> None:
+    assert [a.shape for a in validator.bind_inputs(NET, {"y": Y, "x": X})] == [(2, 3), (3, 4)]
+    with pytest.raises(engine.ArgumentError):
+        validator.bind_inputs(NET, [X])
