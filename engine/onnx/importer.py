@@ -337,9 +337,13 @@ def _to_array(tensor, where: str) -> np.ndarray:
         arr = onnx.numpy_helper.to_array(tensor)
     except Exception as exc:
         raise InvalidOnnxError(f"{where} '{tensor.name}' cannot be read: {exc}") from None
-    dtype_name(arr.dtype) if arr.dtype.kind != "O" else None
     if arr.dtype.kind in "OSU":
         raise UnsupportedOnnxModelError(f"{where} '{tensor.name}' is a string tensor: gradnet/1 has no strings")
+    try:
+        dtype_name(arr.dtype)
+    except GradnetError:
+        raise UnsupportedOnnxModelError(
+            f"{where} '{tensor.name}' is {arr.dtype}, which gradnet/1 has no dtype for") from None
     return np.array(arr, order="C")
 
 
@@ -353,9 +357,25 @@ def _attrs(node) -> dict[str, Any]:
             out[a.name] = a  # subgraphs (If, Loop, Scan): no converter takes them
         else:
             value = onnx.helper.get_attribute_value(a)
-            out[a.name] = value.decode() if isinstance(value, bytes) else (
-                [v.decode() if isinstance(v, bytes) else v for v in value] if isinstance(value, list) else value)
+            try:
+                out[a.name] = value.decode() if isinstance(value, bytes) else (
+                    [v.decode() if isinstance(v, bytes) else v for v in value] if isinstance(value, list) else value)
+            except UnicodeDecodeError:
+                raise InvalidOnnxError(f"the attribute '{a.name}' of node '{node.name}' is not UTF-8 text") from None
     return out
+
+
+def _check_text(graph) -> None:
+    """Every name is text: protobuf hands back bytes for a string field that is not UTF-8."""
+    fields = [("the graph's name", graph.name)]
+    fields += [(f"graph input {k}", v.name) for k, v in enumerate(graph.input)]
+    fields += [(f"graph output {k}", v.name) for k, v in enumerate(graph.output)]
+    fields += [(f"initializer {k}", t.name) for k, t in enumerate(graph.initializer)]
+    for k, node in enumerate(graph.node):
+        fields += [(f"graph.node[{k}]", v) for v in [node.name, node.op_type, node.domain, *node.input, *node.output]]
+    bad = next((where for where, v in fields if not isinstance(v, str)), None)
+    if bad is not None:
+        raise InvalidOnnxError(f"{bad} has a name that is not UTF-8 text")
 
 
 def load(model_bytes: bytes, max_bytes: int | None):
@@ -378,6 +398,7 @@ def load(model_bytes: bytes, max_bytes: int | None):
         for a in node.attribute:
             if a.HasField("t"):
                 _check_external(a.t, f"the attribute '{a.name}' of node '{node.name}'")
+    _check_text(model.graph)
     if len(model.graph.sparse_initializer):
         raise UnsupportedOnnxModelError("the model has sparse initializers, which gradnet/1 cannot hold")
     try:
@@ -394,6 +415,17 @@ def load(model_bytes: bytes, max_bytes: int | None):
     except Exception as exc:
         raise InvalidOnnxError(f"ONNX shape inference fails on the model: {str(exc).strip().splitlines()[0]}") from None
     return inferred
+
+
+def _fold(fn, node: Node, args: list) -> list:
+    """A folder on constants; what NumPy refuses (an axis out of range) is the model's fault."""
+    try:
+        return fn(node, *args)
+    except GradnetError:
+        raise
+    except Exception as exc:
+        raise InvalidOnnxError(f"{node.label()} cannot be computed on its constant inputs: "
+                               f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", node.path) from None
 
 
 def opsets(model) -> dict[str, int]:
@@ -474,24 +506,29 @@ def _convert(model_bytes: bytes, *, max_bytes: int | None, name: str | None, max
         present = [v for v in node.inputs if v is not None]
         folder = FOLDERS.get(proto.op_type)
         if folder is not None and present and all(v.foldable and not v.broadcast for v in present):
-            results = folder(node, *[None if v is None else v.const for v in node.inputs])
-            results = [constant(r) for r in results]
+            results = [constant(r) for r in _fold(folder, node, [None if v is None else v.const for v in node.inputs])]
         elif (folder is not None and proto.op_type in BROADCAST_SAFE and node.inputs[0] is not None
               and node.inputs[0].broadcast and all(v.foldable for v in present)):
             # a free-dimension-shaped constant through a slice or a transpose: still one
-            results = [constant(r) for r in folder(node, *[None if v is None else v.const for v in node.inputs])]
+            results = [constant(r) for r in _fold(folder, node, [None if v is None else v.const for v in node.inputs])]
             for r in results:
                 r.broadcast = True
         elif (proto.op_type in SYM_FOLDERS and any(v.sym is not None for v in present)
               and all(v.sym is not None or (v.foldable and not v.broadcast) for v in present)):
             args = [None if v is None else (v.sym if v.sym is not None else v.const) for v in node.inputs]
-            results = [symbolic(r) for r in SYM_FOLDERS[proto.op_type](node, *args)]
+            results = [symbolic(r) for r in _fold(SYM_FOLDERS[proto.op_type], node, args)]
         else:
             # a free-dimension-shaped tensor through a slice or a transpose stays one
             carried = proto.op_type in BROADCAST_SAFE and bool(node.inputs) and node.inputs[0] is not None \
                 and node.inputs[0].broadcast
             b.allow_broadcast = carried
-            results = CONVERTERS[proto.op_type](b, node)
+            try:
+                results = CONVERTERS[proto.op_type](b, node)
+            except GradnetError:
+                raise
+            except (ValueError, IndexError, KeyError, TypeError, OverflowError, ZeroDivisionError) as exc:
+                # attrs the checker let through that the conversion cannot use (an axis out of range)
+                raise node.unsupported(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
             b.allow_broadcast = False
             if carried:
                 for r in results:
@@ -505,6 +542,8 @@ def _convert(model_bytes: bytes, *, max_bytes: int | None, name: str | None, max
             raise node.unsupported(f"its output(s) {missing} have no conversion")
 
     b.node = None
+    if not len(graph.output):
+        raise InvalidOnnxError("the graph has no outputs: there is nothing to differentiate")
     outputs = []
     for k, vi in enumerate(graph.output):
         if vi.name not in vals:

@@ -294,3 +294,37 @@ def test_the_node_limit_counts_the_converted_network():
     with pytest.raises(engine.TooLargeError, match="more than 100 nodes"):
         engine.onnx.import_model(data, max_nodes=100)
     assert len(engine.onnx.import_model(data)["nodes"]) > 100  # unrolled over the 40 steps
+
+
+def test_corrupted_models_give_the_engine_s_errors_or_a_valid_network():
+    """Random byte changes to real exported models: every outcome is a GradnetError with a code,
+    or a document that parse_network accepts (never another exception)."""
+    import random
+    from pathlib import Path
+
+    fixtures = Path(__file__).resolve().parent.parent / "fixtures" / "onnx"
+    models = [(fixtures / f"{m}.onnx").read_bytes()
+              for m in ("mlp.torchscript", "cnn.dynamo", "lstm.torchscript", "embedding.dynamo_noopt")]
+    rng = random.Random(0)
+    outcomes: dict[str, int] = {}
+    for _ in range(200):
+        data = bytearray(rng.choice(models))
+        for _ in range(rng.choice([1, 2, 5])):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        try:
+            engine.parse_network(engine.onnx.import_model(bytes(data)))
+            code = "ok"
+        except engine.GradnetError as exc:
+            code = exc.code
+        outcomes[code] = outcomes.get(code, 0) + 1
+    assert outcomes.get("ok", 0) and outcomes.get("invalid_onnx", 0), outcomes
+    assert set(outcomes) <= {"ok", "invalid_onnx", "unsupported_onnx_op", "unsupported_onnx_model",
+                             "onnx_external_data", "too_large"}, outcomes
+
+
+def test_a_name_that_is_not_utf8_is_invalid_onnx():
+    data = model_bytes([helper.make_node("Relu", ["x"], ["y"])], [vi("x", [2])], [vi("y", [2])])
+    broken = data.replace(b"\n\x01y", b"\n\x01\xff", 1)  # the output's name: one byte, not UTF-8
+    assert broken != data
+    with pytest.raises(InvalidOnnxError):
+        engine.onnx.import_model(broken)
