@@ -14,7 +14,8 @@ nodes take as tensors (named ``<value>/const``); outputs are the graph outputs i
 (``Shape``, and the integer arithmetic on it) are carried symbolically, so a ``Reshape`` with one
 free entry gets ``-1`` and an ``Expand`` to the input's own free dimension keeps it; a graph that
 needs two free sizes in one attr, or a free size as a tensor, is refused
-(``unsupported_onnx_op``) with the reason. Errors are the engine's:
+(``unsupported_onnx_op``) with the reason. Call ``engine.configure_jax()`` first (as for an Engine): shapes are evaluated by JAX.
+Errors are the engine's (the service maps their codes to statuses):
 :class:`InvalidOnnxError` (``invalid_onnx``, 400), :class:`UnsupportedOnnxOpError`
 (``unsupported_onnx_op``, 422, naming the node, op type and opset),
 :class:`OnnxExternalDataError` (``onnx_external_data``, 422),
@@ -33,7 +34,7 @@ from .errors import (
     UnsupportedOnnxModelError,
     UnsupportedOnnxOpError,
 )
-from .importer import MAX_OPSET, MIN_OPSET, convert
+from .importer import DEFAULT_MAX_ELEMENTS, MAX_OPSET, MIN_OPSET, convert
 
 
 def import_model(model_bytes: bytes, *, max_bytes: int | None = None, max_nodes: int | None = None,
@@ -49,6 +50,6 @@ def import_model(model_bytes: bytes, *, max_bytes: int | None = None, max_nodes:
 
 
 __all__ = [
-    "CONSTANT_ONLY_OPS", "InvalidOnnxError", "MAX_OPSET", "MIN_OPSET", "OnnxExternalDataError", "SUPPORTED_OPS",
+    "CONSTANT_ONLY_OPS", "DEFAULT_MAX_ELEMENTS", "InvalidOnnxError", "MAX_OPSET", "MIN_OPSET", "OnnxExternalDataError", "SUPPORTED_OPS",
     "UnsupportedOnnxModelError", "UnsupportedOnnxOpError", "import_model",
 ]

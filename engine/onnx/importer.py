@@ -434,6 +434,9 @@ def opsets(model) -> dict[str, int]:
 
 def convert(model_bytes: bytes, *, max_bytes: int | None = None, name: str | None = None,
             max_nodes: int | None = None, max_elements: int | None = None) -> dict[str, Any]:
+    if not jax.config.jax_enable_x64:  # the shapes are evaluated by JAX, as the Engine runs them
+        raise RuntimeError("JAX is not configured for gradserve: call engine.configure_jax() first "
+                           "(without x64, a float64 model's constants would silently become float32)")
     token = MAX_CONSTANT_ELEMENTS.set(DEFAULT_MAX_ELEMENTS if max_elements is None else max_elements)
     try:
         return _convert(model_bytes, max_bytes=max_bytes, name=name, max_nodes=max_nodes)
