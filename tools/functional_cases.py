@@ -121,6 +121,15 @@ def log_softmax(r) -> tuple[dict, dict, list[np.ndarray]]:
             [uni(r, (2, 3)), uni(r, (2, 3), 0.2, 1.0)])
 
 
+def softmax_ce_rule() -> tuple[dict, list[np.ndarray]]:
+    """SoftmaxCrossEntropyWithLogits with label rows that do not sum to 1: its backward (and so
+    its forward-mode rule) is MindSpore's (softmax - labels) * dloss, not the loss's derivative."""
+    nodes = [node("sce", "SoftmaxCrossEntropyWithLogits", ["logits", "labels"])]
+    return (network("softmax-ce-rule", ["logits", "labels"], nodes, "sce:0"),
+            [np.array([[1.0, 2.0, 3.0], [0.5, 0.0, -1.0]], np.float32),
+             np.array([[0.5, 0.5, 0.5], [0.2, 0.0, 0.0]], np.float32)])
+
+
 def constants(r) -> tuple[dict, list[np.ndarray]]:
     """Constants as node inputs (API.md section 6): numbers take the tensor operand's dtype."""
     c = uni(r, (3,))
@@ -206,6 +215,10 @@ def group_jvp() -> list[dict]:
     netv, xv = matvec(rng_for("matvec"))
     out.append(case("jvp-one-input", "/jvp", netv, xv, "tangents is a list, one per input, also for one input",
                     tangents=[uni(r, (1, 3))]))
+    nets, xss = softmax_ce_rule()
+    out.append(case("jvp-softmax-cross-entropy-rule", "/jvp", nets, xss, "forward mode follows MindSpore's backward "
+                    "rule: the loss's tangent is sum((softmax - labels) * t_logits) whatever the labels sum to, "
+                    "and the labels' tangent is ignored", tangents=[uni(r, (2, 3)), uni(r, (2, 3))]))
     out.append(case("jvp-batched", "/jvp", net, xs, "batched: K = 3 tangents per input; jvp gains a leading K "
                     "axis, value stays unbatched (expected: K separate MindSpore calls stacked)",
                     tangents=[uni(r, (3, 2, 3)), uni(r, (3, 3))], batched=True))
@@ -254,6 +267,11 @@ def group_jacobian() -> list[dict]:
         netv, xv = matvec(rng_for("matvec"))
         out.append(case(f"jacobian-{mode}-matvec", "/jacobian", netv, xv, "shape: output shape + input shape",
                         mode=mode))
+    nets, xss = softmax_ce_rule()
+    for mode in ("reverse", "forward"):
+        out.append(case(f"jacobian-{mode}-softmax-cross-entropy-rule", "/jacobian", nets, xss,
+                        "rows of labels summing to 1.5 and 0.2: d loss / d logits is MindSpore's softmax - labels",
+                        grad_position=0, mode=mode))
     netm, xm = mlp(rng_for("mlp"))
     out.append(case("jacobian-default", "/jacobian", netm, xm, "grad_position 0 and mode reverse by default"))
     return out
