@@ -36,6 +36,12 @@ class PayloadTooLargeError(ServiceError):
     code = "too_large"
 
 
+class RequestTimeoutError(ServiceError):
+    """The request's body did not arrive in time (``--body-timeout-s``, ``--min-body-rate``)."""
+
+    code = "request_timeout"
+
+
 class UnavailableError(ServiceError):
     """The service cannot take this request now: retry after ``retry_after`` seconds."""
 

@@ -10,19 +10,22 @@ of the body, never a copy). Responses are :mod:`service.http.encode`'s.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+import math
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import orjson
 from starlette.requests import Request
-from starlette.types import Receive
+from starlette.types import Message, Receive
 
 from engine.tensors import decode_tensor
 
-from ..errors import BadRequestError, PayloadTooLargeError
+from ..errors import BadRequestError, PayloadTooLargeError, RequestTimeoutError
 
 BINARY_HEADER = "inference-header-content-length"
 
@@ -41,40 +44,78 @@ def _check_declared(declared: str | None, limit: int) -> None:
             raise _too_large(size, limit)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, timeout_s: float | None = None,
+                    min_rate: float | None = None) -> bytes:
     """:func:`receive_body` for a Starlette request."""
-    return await receive_body(request.receive, request.headers.get("content-length"), limit)
+    return await receive_body(request.receive, request.headers.get("content-length"), limit,
+                              timeout_s=timeout_s, min_rate=min_rate)
 
 
-async def receive_body(receive: Receive, declared: str | None, limit: int) -> bytes:
+async def receive_body(receive: Receive, declared: str | None, limit: int, *, timeout_s: float | None = None,
+                       min_rate: float | None = None) -> bytes:
     """The whole body, straight from ASGI ``receive`` (``declared``: the Content-Length header),
     refused as soon as it is known to be over ``limit`` bytes.
 
     ``Content-Length`` is checked before anything is read; a chunked (or lying) body is counted
     as it arrives and refused at the first chunk past the limit, so nothing over the limit is
     ever buffered.
+
+    With ``timeout_s``, the body must have arrived within ``timeout_s + received / min_rate``
+    seconds of the first read (:class:`RequestTimeoutError`, 408, otherwise): any body gets
+    ``timeout_s``, a large one as long as it keeps up ``min_rate`` bytes per second on average.
+    The deadline grows only with bytes that arrived, never with what Content-Length claims, so a
+    client that trickles (or stalls) is cut off after about ``timeout_s`` whatever it declared.
     """
     _check_declared(declared, limit)
     chunks: list[bytes] = []
     received = 0
+    if timeout_s is None:
+        message = await receive()  # no deadline (unit tests, embedded use)
+    else:
+        rate = float(min_rate) if min_rate else math.inf
+        start = time.monotonic()
+        scope = asyncio.timeout_at(None)
+        try:
+            async with scope:
+                while True:
+                    scope.reschedule(start + timeout_s + received / rate)
+                    message = await receive()
+                    received = _take(message, chunks, received, limit)
+                    if _last(message):
+                        break
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"the request body did not arrive in time: {received} bytes in {time.monotonic() - start:.1f} s "
+                f"(a body may take --body-timeout-s {timeout_s:g} s plus one second per --min-body-rate "
+                f"{min_rate} bytes)", "body") from None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
     while True:
+        received = _take(message, chunks, received, limit)
+        if _last(message):
+            break
         message = await receive()
-        kind = message["type"]
-        if kind == "http.request":
-            chunk = message.get("body", b"")
-            if chunk:
-                received += len(chunk)
-                if received > limit:
-                    raise _too_large(received, limit, at_least=True)
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        elif kind == "http.disconnect":
-            raise BadRequestError(f"the client disconnected after sending {received} bytes of the body",
-                                  "body")
     if len(chunks) == 1:
         return chunks[0]
     return b"".join(chunks)
+
+
+def _take(message: Message, chunks: list[bytes], received: int, limit: int) -> int:
+    """Add an ASGI ``receive`` message's body bytes to ``chunks``; returns the bytes received."""
+    kind = message["type"]
+    if kind == "http.request":
+        chunk = message.get("body", b"")
+        if chunk:
+            received += len(chunk)
+            if received > limit:
+                raise _too_large(received, limit, at_least=True)
+            chunks.append(chunk)
+    elif kind == "http.disconnect":
+        raise BadRequestError(f"the client disconnected after sending {received} bytes of the body", "body")
+    return received
+
+
+def _last(message: Message) -> bool:
+    return message["type"] == "http.request" and not message.get("more_body", False)
 
 
 def _too_large(size: int, limit: int, at_least: bool = False) -> PayloadTooLargeError:

@@ -61,7 +61,7 @@ def add_routes(app: FastAPI, state: State) -> None:
     )
     async def register(request: Request) -> Response:
         namespace = request.scope[NAMESPACE]
-        body = await read_body(request, settings.max_body_bytes)
+        body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s, settings.min_body_rate)
         parsed = await run_in_threadpool(parse_body, body, request.headers)
         doc, path = parsed.doc, ""
         if "network" in doc and "format" not in doc:  # {"network": {...}} is accepted too
