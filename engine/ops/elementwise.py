@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 from ..dtypes import DTYPES
 from .catalog import Attr, op
@@ -75,15 +76,23 @@ def _pow(x, y):
     return jnp.power(x, y)
 
 
-@_pow.defjvp
 def _pow_jvp(primals, tangents):
+    # Symbolic zeros: a tangent that is structurally zero (x or y held constant) adds nothing, so
+    # differentiating in y alone at x == 0, y < 0 gives -inf, not 0 * inf = NaN from the x term.
     (x, y), (tx, ty) = primals, tangents
     out = _pow(x, y)
-    _, dx = jax.jvp(lambda a: jnp.power(a, y), (x,), (tx,))
-    zero = x == 0
-    at_zero = jnp.where(y >= 0, 0.0, jnp.where(y < 0, -jnp.inf, jnp.nan)).astype(out.dtype)
-    coef = jnp.where(zero, at_zero, out * jnp.log(jnp.where(zero, jnp.ones_like(x), x)))
-    return out, dx + coef * ty.astype(out.dtype)
+    tangent = jnp.zeros(out.shape, out.dtype)
+    if not isinstance(tx, SymbolicZero):
+        tangent = tangent + jax.jvp(lambda a: jnp.power(a, y), (x,), (tx,))[1]
+    if not isinstance(ty, SymbolicZero):
+        zero = x == 0
+        at_zero = jnp.where(y >= 0, 0.0, jnp.where(y < 0, -jnp.inf, jnp.nan)).astype(out.dtype)
+        coef = jnp.where(zero, at_zero, out * jnp.log(jnp.where(zero, jnp.ones_like(x), x)))
+        tangent = tangent + coef * ty.astype(out.dtype)
+    return out, tangent
+
+
+_pow.defjvp(_pow_jvp, symbolic_zeros=True)
 
 
 def _inexact(x) -> bool:
