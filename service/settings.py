@@ -17,6 +17,10 @@ class Settings(BaseSettings):
     workers: int | None = Field(None, ge=1, description="engine worker processes; unset: one per GPU, else 1")
     device: Literal["auto", "cpu", "gpu"] = Field("auto", description="where the workers run")
     registry_path: Path = Field(Path("var/registry.sqlite3"), description="SQLite file of registered networks")
+    registry_url: str | None = Field(None, description="postgresql://user:pass@host:port/db of a registry shared "
+                                     "by many servers (needs psycopg: the postgres extra); unset: the SQLite file")
+    registry_start_empty: bool = Field(False, description="if the SQLite registry file is damaged, move it aside and "
+                                       "start empty (default: refuse to start)")
     network_cache_size: int = Field(128, ge=1, description="parsed networks kept in memory (LRU)")
     compile_cache_size: int = Field(64, ge=1, description="compiled executables per worker (LRU)")
     compile_cache_dir: Path | None = Field(None, description="persistent XLA compile cache directory")

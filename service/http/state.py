@@ -21,7 +21,7 @@ from ..errors import DrainingError, NotReadyError, RegistryUnavailableError, Una
 from ..grad.handler import GradHandler
 from ..grad.validator import Validator
 from ..metrics import Metrics
-from ..registry import NetworkRegistry
+from ..registry import registry_from_settings
 from ..settings import Settings
 
 log = logging.getLogger("gradserve.app")
@@ -36,12 +36,7 @@ class State:
         self.version = version
         self.auth = Authenticator(settings.keys())
         self.metrics = Metrics()
-        self.registry = NetworkRegistry(
-            settings.registry_path,
-            cache_size=settings.network_cache_size,
-            max_nodes=settings.max_nodes,
-            max_elements=settings.max_tensor_elements,
-        )
+        self.registry = registry_from_settings(settings)  # SQLite, or PostgreSQL for registry_url
         self.validator = Validator(max_elements=settings.max_tensor_elements,
                                    cache_size=settings.network_cache_size)
         self.pool: Any = None  # service.pool.WorkerPool, once started
@@ -68,7 +63,7 @@ class State:
         self.metrics.watch_pool(self.pool.snapshot)
         try:
             await self.pool.start()
-            log.info("gradserve %s: registry %s, keys %s", self.version, self.settings.registry_path,
+            log.info("gradserve %s: registry %s, keys %s", self.version, self.registry.describe(),
                      "on" if self.auth.enabled else "off")
             yield
         finally:
