@@ -20,6 +20,7 @@ import numpy as np
 from .dtypes import is_float
 from .errors import GradnetError, ShapeError, TooLargeError
 from .network import Network, Ref
+from .tensors import MAX_RANK
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,10 @@ def make_forward(net: Network, max_elements: int | None = None) -> Callable[...,
                     f"{', '.join(map(str, node.inputs))} of {_describe(args)}: {str(exc).splitlines()[0]}",
                     net.node_path(node),
                 ) from None
+            for o in out if isinstance(out, tuple) else (out,):
+                if o.ndim > MAX_RANK:  # XLA would build it, but no array of it could be made (500)
+                    raise ShapeError(f"node '{node.name}' ({node.op.name}) would produce {o.ndim} dimensions, "
+                                     f"more than the {MAX_RANK} an array can have", net.node_path(node))
             if max_elements is not None:
                 for o in out if isinstance(out, tuple) else (out,):
                     if o.size > max_elements:
