@@ -107,4 +107,7 @@ class State:
         if pool is None or not pool.ready:
             why = getattr(pool, "error", None) if pool is not None else None
             return NotReadyError("the engine workers are starting" + (f" ({why})" if why else ""))
+        busy = pool.unavailable()
+        if busy is not None:
+            return NotReadyError(busy)
         return None
