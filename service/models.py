@@ -213,8 +213,18 @@ class OpInfo(BaseModel):
     doc: str
 
 
+class OnnxOps(BaseModel):
+    domain: str = Field("", description='the ONNX domain the importer reads ("": the default, ai.onnx)')
+    opsets: list[int] = Field(..., description="the lowest and highest opset the importer reads")
+    ops: list[str] = Field(..., description="the ONNX op types POST /networks (application/onnx) converts")
+    constant_only: list[str] = Field(..., description="op types converted only when every input is a constant "
+                                     "(shape arithmetic, folded at import)")
+
+
 class OpCatalog(BaseModel):
     ops: list[OpInfo]
+    onnx: OnnxOps | None = Field(None, description="the ONNX ops the importer supports (API.md section 8)")
+
 
 
 class Health(BaseModel):

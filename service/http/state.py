@@ -27,6 +27,14 @@ from ..settings import Settings
 log = logging.getLogger("gradserve.app")
 
 
+def onnx_catalog() -> dict[str, Any]:
+    """``GET /ops``'s ``onnx`` section: the ONNX ops ``POST /networks`` (application/onnx) converts."""
+    import engine.onnx  # noqa: PLC0415
+
+    return {"domain": "", "opsets": [engine.onnx.MIN_OPSET, engine.onnx.MAX_OPSET],
+            "ops": list(engine.onnx.SUPPORTED_OPS), "constant_only": list(engine.onnx.CONSTANT_ONLY_OPS)}
+
+
 class State:
     """Everything a running app holds (``app.state.service``)."""
 
@@ -41,7 +49,7 @@ class State:
                                    cache_size=settings.network_cache_size)
         self.pool: Any = None  # service.pool.WorkerPool, once started
         self.launcher = launcher  # what starts the pool's workers (None: processes)
-        self.ops_body = orjson.dumps({"ops": engine.catalog()})
+        self.ops_body = orjson.dumps({"ops": engine.catalog(), "onnx": onnx_catalog()})
         self.draining = False
         self.inflight = 0
         self.idle = asyncio.Event()
