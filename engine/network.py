@@ -41,6 +41,26 @@ class Ref:
         return self.name if self.index is None else f"{self.name}:{self.index}"
 
 
+@dataclass(frozen=True, eq=False)
+class Const:
+    """A constant node input (API.md §6): a JSON number (``value`` a Python int or float, which
+    takes the dtype of the node's tensor operand) or ``{"const": <tensor>}`` (``value`` an array
+    of its own dtype and shape). It carries no gradient and is part of the network's id."""
+
+    value: Any
+    name: str = ""  # never a name of the network: a constant depends on nothing
+
+    @property
+    def scalar(self) -> bool:
+        return not isinstance(self.value, np.ndarray)
+
+    def document(self, encoding: str = "b64") -> Any:
+        return self.value if self.scalar else {"const": encode_tensor(self.value, encoding)}
+
+    def __str__(self) -> str:
+        return repr(self.value) if self.scalar else f"const {dtype_name(self.value.dtype)}{list(self.value.shape)}"
+
+
 @dataclass(frozen=True)
 class InputSpec:
     name: str
@@ -59,7 +79,7 @@ class Parameter:
 class Node:
     name: str
     op: OpDef
-    inputs: tuple[Ref, ...]
+    inputs: tuple[Ref | Const, ...]
     attrs: Mapping[str, Any]
     position: int  # index in the client's "nodes" list, for error paths
 
@@ -153,7 +173,7 @@ def _document(net: Network, tensor: Any) -> dict[str, Any]:
             {
                 "name": n.name,
                 "op": n.op.name,
-                "inputs": [str(r) for r in n.inputs],
+                "inputs": [r.document() if isinstance(r, Const) else str(r) for r in n.inputs],
                 "attrs": {k: list(v) if isinstance(v, tuple) else v for k, v in n.attrs.items()},
             }
             for n in sorted(net.nodes, key=lambda n: n.name)
@@ -217,6 +237,21 @@ def _parameter(obj: Any, path: str, max_elements: int | None) -> Parameter:
     requires_grad = obj.get("requires_grad", True)
     _expect(isinstance(requires_grad, bool), "'requires_grad' must be true or false", f"{path}.requires_grad")
     return Parameter(name, value, requires_grad)
+
+
+def _parse_input(obj: Any, path: str, defined: Mapping[str, int], max_elements: int | None) -> Ref | Const:
+    """A node input: a reference (:func:`_parse_ref`) or a constant (a JSON number, or
+    ``{"const": <tensor>}``)."""
+    if isinstance(obj, bool):
+        raise NetworkError(f"a constant input must be a number or {{\"const\": <tensor>}}, got {obj!r}", path)
+    if isinstance(obj, (int, float)):
+        if isinstance(obj, float) and not np.isfinite(obj):
+            raise NetworkError(f"a constant input must be finite, got {obj!r}", path)
+        return Const(obj)
+    if isinstance(obj, Mapping):
+        _expect(set(obj) == {"const"}, "a constant input is {\"const\": <tensor>} and nothing else", path)
+        return Const(decode_tensor(obj["const"], f"{path}.const", max_elements=max_elements))
+    return _parse_ref(obj, path, defined)
 
 
 def _parse_ref(text: Any, path: str, defined: Mapping[str, int]) -> Ref:
@@ -296,7 +331,7 @@ def parse_network(
     for i, node_name, opdef, attrs, obj in staged:
         at = f"{path}nodes[{i}]"
         raw_inputs = _list_field(obj, "inputs", f"{at}.")
-        refs = tuple(_parse_ref(r, f"{at}.inputs[{k}]", defined) for k, r in enumerate(raw_inputs))
+        refs = tuple(_parse_input(r, f"{at}.inputs[{k}]", defined, max_elements) for k, r in enumerate(raw_inputs))
         if opdef.variadic:
             _expect(len(refs) >= 1, f"{opdef.name} needs at least one tensor input", f"{at}.inputs")
         elif len(refs) != len(opdef.inputs):
@@ -333,7 +368,7 @@ def _topological(nodes: Mapping[str, Node], path: str) -> tuple[Node, ...]:
     users: dict[str, list[str]] = {name: [] for name in nodes}
     for node in nodes.values():
         for ref in node.inputs:
-            if ref.name in nodes:
+            if not isinstance(ref, Const) and ref.name in nodes:
                 pending[node.name] += 1
                 users[ref.name].append(node.name)
     # Seed in the client's order so the result is deterministic.

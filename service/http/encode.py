@@ -26,9 +26,12 @@ def dumps(obj: Any) -> bytes:
 
 
 def nested_map(value: Any, fn: Callable[[Any], Any]) -> Any:
-    """Apply ``fn`` to every tensor of a GradOperation result (a tensor, a list, a list of lists)."""
+    """Apply ``fn`` to every tensor of a transform's result (a tensor, a list, a list of lists);
+    an id beside a tensor (``return_ids``: an input position or a parameter name) stays as it is."""
     if isinstance(value, (list, tuple)):
         return [nested_map(v, fn) for v in value]
+    if isinstance(value, (int, str)):
+        return value
     return fn(value)
 
 

@@ -2,7 +2,8 @@
 
 It checks API keys (401), refuses requests while the service drains (503, but ``/metrics``),
 counts the requests in flight (the drain waits for them) and observes every request's metrics.
-``/health/*`` is always open. ``/grad`` is answered here: ``POST``, the hot path, by the grad
+``/health/*`` is always open. ``/grad`` and the other transform routes (``/jvp``, ``/vjp``, ``/jacobian``, ``/hvp``: ``state.posts``,
+one dict lookup) are answered here: ``POST``, the hot path, by their
 handler (:class:`service.grad.handler.GradHandler`: no routing, no FastAPI handler, no send
 wrapper, it returns the status), any other method with 405; every other request goes on to
 FastAPI.
@@ -40,7 +41,7 @@ class Guard:
         state = self.state
         start = time.perf_counter()
         path: str = scope["path"]
-        hot = path == "/grad"
+        hot = state.posts.get(path)  # a transform route (/grad, /jvp, ...): answered here
         status = 500
 
         async def send_status(message: Message) -> None:
@@ -60,10 +61,10 @@ class Guard:
                 return
             state.inflight += 1
             try:
-                if hot and scope["method"] == "POST":
-                    status = await state.grad(scope, receive, send)
-                elif hot:
-                    refusal = error(405, "method_not_allowed", f"{scope['method']} is not allowed on /grad "
+                if hot is not None and scope["method"] == "POST":
+                    status = await hot(scope, receive, send)
+                elif hot is not None:
+                    refusal = error(405, "method_not_allowed", f"{scope['method']} is not allowed on {path} "
                                     "(allowed: POST)", "method", {"Allow": "POST"})
                     status = refusal.status_code
                     await refusal(scope, receive, send)
@@ -74,7 +75,7 @@ class Guard:
                 if state.inflight == 0:
                     state.idle.set()
         finally:
-            state.metrics.observe_request("/grad" if hot else state.route_template(scope), scope["method"],
+            state.metrics.observe_request(path if hot is not None else state.route_template(scope), scope["method"],
                                           status, time.perf_counter() - start)
 
     def _refusal(self, scope: Scope, path: str) -> Response | None:

@@ -44,6 +44,32 @@ GRAD_OPERATION = APIRoute(
     openapi_extra=request_body("GradRequest", "the network (inline or by id), inputs and GradOperation flags"),
 )
 
+
+
+def _transform_route(name: str, summary: str, response: type) -> APIRoute:
+    async def endpoint(request: Request) -> Response:  # pragma: no cover - documentation only
+        raise RuntimeError(f"POST /{name} is answered by the guard")
+
+    endpoint.__name__ = name  # the operationId
+    return APIRoute(
+        f"/{name}", endpoint, methods=["POST"], tags=["gradients"], summary=summary,
+        responses=responses(400, 401, 404, 413, 422, 500, 503, 504, ok={200: {
+            "model": response, "description": "the answer, nested as MindSpore 2.10 nests it (tuples as lists)",
+            "content": {"application/octet-stream": BINARY_BODY},
+        }}),
+        openapi_extra=request_body(f"{name.capitalize()}Request", f"the network (inline or by id), inputs and /{name}'s fields"),
+    )
+
+
+#: every route the guard answers itself (the transforms), as the OpenAPI document shows them
+TRANSFORM_ROUTES = [
+    GRAD_OPERATION,
+    _transform_route("jvp", "Jacobian-vector product (mindspore.ops.jvp)", models.JvpResponse),
+    _transform_route("vjp", "Vector-Jacobian product (mindspore.ops.vjp)", models.VjpResponse),
+    _transform_route("jacobian", "Jacobian (mindspore.jacrev / jacfwd)", models.JacobianResponse),
+    _transform_route("hvp", "Hessian-vector product, forward over reverse", models.HvpResponse),
+]
+
 #: the media type of an ONNX ModelProto body (API.md section 8)
 ONNX_TYPE = "application/onnx"
 

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
 import engine
+from engine.request import REQUESTS
 
 from ..auth import Authenticator
 from ..errors import DrainingError, NotReadyError, RegistryUnavailableError, UnavailableError
@@ -54,7 +55,9 @@ class State:
         self.inflight = 0
         self.idle = asyncio.Event()
         self.routes: list[Any] | None = None  # the app's routes, once built
-        self.grad = GradHandler(self)
+        # POST routes the guard answers itself, by path: one handler per transform
+        self.posts = {f"/{t}": GradHandler(self, t) for t in REQUESTS}
+        self.grad = self.posts["/grad"]
 
     def parse_network(self, doc: Any, path: str = "") -> engine.Network:
         return engine.parse_network(doc, max_nodes=self.settings.max_nodes,
