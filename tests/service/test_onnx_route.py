@@ -17,6 +17,7 @@ from onnx import TensorProto, helper
 import engine
 import engine.onnx
 from gradserve_client import GradClient
+from tests.support import ROOT
 from tests.support.servers import KEY_A, LIMITS
 
 from tests.engine.test_onnx_oracle import FIXTURES, close
@@ -172,3 +173,11 @@ def test_ops_lists_the_onnx_ops(client):
     assert {"Gemm", "Conv", "LSTM", "GRU", "LayerNormalization", "Einsum"} <= set(onnx_ops["ops"])
     assert onnx_ops["opsets"] == [engine.onnx.MIN_OPSET, engine.onnx.MAX_OPSET]
     assert onnx_ops["constant_only"] == list(engine.onnx.CONSTANT_ONLY_OPS)
+
+
+def test_openapi_documents_the_onnx_body():
+    schema = json.loads((ROOT / "openapi" / "openapi.json").read_text())
+    content = schema["paths"]["/networks"]["post"]["requestBody"]["content"]
+    assert content["application/onnx"]["schema"] == {"type": "string", "format": "binary"}
+    assert {"application/json", "application/octet-stream"} <= set(content)
+    assert "onnx" in schema["components"]["schemas"]["OpCatalog"]["properties"]
