@@ -241,6 +241,8 @@ def group_vjp() -> list[dict]:
     neta, xa = mlp(rng_for("mlp"), ("loss", "t"))
     out.append(case("vjp-has-aux", "/vjp", neta, xa, "has_aux: only the first output is differentiated",
                     cotangents=np.array(2.0, np.float32), has_aux=True))
+    out.append(case("vjp-has-aux-weights", "/vjp", neta, xa, None, cotangents=np.array(0.5, np.float32),
+                    weights=["b"], has_aux=True))
     netv, xv = matvec(rng_for("matvec"))
     out.append(case("vjp-one-input", "/vjp", netv, xv, None, cotangents=[uni(r, (1, 2)), uni(r, (1, 3))]))
     out.append(case("vjp-batched", "/vjp", net, xs, "batched: K = 2 cotangents per output; gradients gain a "

@@ -228,6 +228,12 @@ def outputs_tree(out):
 def run_grad(req, notes):
     if "per_example_axes" in req:
         return run_per_example(req, notes)
+    if "grad_position" not in req:  # the GradOperation form (API.md section 3), as tools/mindspore_oracle.py runs it
+        tree, fwd, _inputs, _names, _net = mo.run_request(req)
+        exp = {"gradients": tree}
+        if req.get("return_value"):
+            exp["value"] = fwd
+        return exp
     net, xs = setup(req)
     gp = positions(req.get("grad_position", 0))
     weights = [net.param_by_name[n] for n in req["weights"]] if "weights" in req else None
