@@ -178,3 +178,66 @@ def test_files_match_generator():
         missing = sorted(set(generated[g]) - set(golden[g]))
         stale = sorted(i for i in golden[g] if golden[g][i] != generated[g].get(i))
         assert not missing and not stale, f"{g}: regenerate (tools/README.md): missing {missing}, stale {stale}"
+
+
+def _grad_layout(req: dict, ins: list, params: dict):
+    """The shapes /grad's `gradients` must have (API.md sections 3 and 7), as a tree; with
+    return_ids each tensor is [id, tensor]."""
+    ids = bool(req.get("return_ids"))
+
+    def leaf(shape, ident):
+        return [ident, shape] if ids else shape
+
+    if "grad_position" not in req:  # GradOperation form
+        trainable = [p["name"] for p in req["network"].get("parameters", []) if p.get("requires_grad", True)]
+        weights = [leaf(params[n], n) for n in req.get("weights", trainable)]
+        inputs = [leaf(s, i) for i, s in enumerate(ins)]
+        ga, gbl = bool(req.get("get_all")), bool(req.get("get_by_list"))
+        if ga and gbl:
+            return [inputs, weights]
+        return inputs if ga else weights if gbl else inputs[0]
+    gp = req["grad_position"]
+    if isinstance(gp, list) and len(gp) == 1:
+        gp = gp[0]
+    part = None
+    if isinstance(gp, int):
+        part = leaf(ins[gp], gp)
+    elif isinstance(gp, list):
+        part = [leaf(ins[p], p) for p in gp]
+    if "weights" not in req:
+        return part
+    weights = [leaf(params[n], n) for n in req["weights"]]
+    return weights if part is None else [part, weights]
+
+
+def _ids_and_shapes(tree):
+    if _is_tensor(tree):
+        return tuple(tree["shape"])
+    if len(tree) == 2 and isinstance(tree[0], (int, str)):
+        return [tree[0], _ids_and_shapes(tree[1])]
+    return [_ids_and_shapes(t) for t in tree]
+
+
+def _drop_axis(tree, k):
+    """Per-example layout: each gradient gains the examples' count K in front."""
+    if isinstance(tree, tuple):
+        return (k,) + tree
+    if len(tree) == 2 and isinstance(tree[0], (int, str)):
+        return [tree[0], _drop_axis(tree[1], k)]
+    return [_drop_axis(t, k) for t in tree]
+
+
+@pytest.mark.parametrize("group,case", [gc for gc in _cases() if gc[1]["route"] == "/grad"],
+                         ids=[c["id"] for _, c in _cases() if c["route"] == "/grad"])
+def test_grad_layout_follows_the_arguments(group, case):
+    req = case["request"]
+    ins = [tuple(t["shape"]) for t in req["inputs"]]
+    params = {p["name"]: tuple(p["value"]["shape"]) for p in req["network"].get("parameters", [])}
+    axes = req.get("per_example_axes")
+    if axes is not None:
+        k = next(s[a] for s, a in zip(ins, axes) if a is not None)
+        one = [s[:a] + s[a + 1:] if a is not None else s for s, a in zip(ins, axes)]
+        want = _drop_axis(_grad_layout(req, one, params), k)
+    else:
+        want = _grad_layout(req, ins, params)
+    assert _ids_and_shapes(case["expected"]["gradients"]) == want
