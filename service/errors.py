@@ -36,6 +36,12 @@ class PayloadTooLargeError(ServiceError):
     code = "too_large"
 
 
+class UnsupportedEncodingError(ServiceError):
+    """The body's Content-Encoding is not one the server decodes (identity, gzip, deflate)."""
+
+    code = "unsupported_encoding"
+
+
 class RequestTimeoutError(ServiceError):
     """The request's body did not arrive in time (``--body-timeout-s``, ``--min-body-rate``)."""
 

@@ -67,12 +67,14 @@ class GradHandler:
         """Answer the request; returns the response's status."""
         arrived = time.monotonic()
         try:
-            declared = None
+            declared = encoding = None
             headers: dict[str, str] = {}
             for name, value in scope["headers"]:
                 if name == b"content-length":
                     if declared is None:
                         declared = value.decode("latin-1")
+                elif name == b"content-encoding":
+                    encoding = value.decode("latin-1")
                 elif name == b"inference-header-content-length" and not headers:
                     headers[http_body.BINARY_HEADER] = value.decode("latin-1")
             # Under overload the refusal comes before the body is read (it costs no parsing), but a
@@ -84,6 +86,10 @@ class GradHandler:
             settings = self.settings
             body = await http_body.receive_body(receive, declared, settings.max_body_bytes,
                                                 timeout_s=settings.body_timeout_s, min_rate=settings.min_body_rate)
+            if encoding is not None:
+                decode = http_body.decode_content
+                body = await run_in_threadpool(decode, body, encoding, settings.max_body_bytes) \
+                    if len(body) > OFFLOAD_BYTES else decode(body, encoding, settings.max_body_bytes)
             admission = pool.admit() if pool is not None else None
             try:
                 response = await self._grad(scope[NAMESPACE], body, headers, arrived, admission)

@@ -15,6 +15,7 @@ import base64
 import hashlib
 import math
 import time
+import zlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -25,7 +26,7 @@ from starlette.types import Message, Receive
 
 from engine.tensors import decode_tensor
 
-from ..errors import BadRequestError, PayloadTooLargeError, RequestTimeoutError
+from ..errors import BadRequestError, PayloadTooLargeError, RequestTimeoutError, UnsupportedEncodingError
 
 BINARY_HEADER = "inference-header-content-length"
 
@@ -46,9 +47,43 @@ def _check_declared(declared: str | None, limit: int) -> None:
 
 async def read_body(request: Request, limit: int, timeout_s: float | None = None,
                     min_rate: float | None = None) -> bytes:
-    """:func:`receive_body` for a Starlette request."""
-    return await receive_body(request.receive, request.headers.get("content-length"), limit,
+    """:func:`receive_body` for a Starlette request, decoded (:func:`decode_content`)."""
+    body = await receive_body(request.receive, request.headers.get("content-length"), limit,
                               timeout_s=timeout_s, min_rate=min_rate)
+    return decode_content(body, request.headers.get("content-encoding"), limit)
+
+
+#: Content-Encoding -> zlib's wbits (31: a gzip member, 15: a zlib stream)
+_ENCODINGS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
+
+
+def decode_content(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The body as sent, decoded from its ``Content-Encoding`` (gzip or deflate), refused (413) as
+    soon as the decoded bytes pass ``limit``: a small bomb never expands in memory. Another
+    encoding is :class:`UnsupportedEncodingError` (415); bytes that are not what the header says,
+    400."""
+    if encoding is None:
+        return body
+    name = encoding.strip().lower()
+    if name in ("", "identity"):
+        return body
+    wbits = _ENCODINGS.get(name)
+    if wbits is None:
+        raise UnsupportedEncodingError(
+            f"Content-Encoding {encoding!r} is not supported: send the body as is, or gzip or deflate",
+            "headers.content-encoding")
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(body, limit + 1)
+        if len(out) > limit:
+            raise PayloadTooLargeError(
+                f"the request body decompresses to more than {limit} bytes, over the limit (--max-body-bytes)",
+                "body")
+        if not inflater.eof or inflater.unused_data:
+            raise BadRequestError(f"the body is not one complete {name} stream", "body")
+    except zlib.error as exc:
+        raise BadRequestError(f"the body is not valid {name} (Content-Encoding): {exc}", "body") from None
+    return out
 
 
 async def receive_body(receive: Receive, declared: str | None, limit: int, *, timeout_s: float | None = None,

@@ -30,6 +30,7 @@ from ..errors import (
     RequestTimeoutError,
     ServiceError,
     UnavailableError,
+    UnsupportedEncodingError,
     WorkerDiedError,
 )
 from .encode import json_response
@@ -51,6 +52,7 @@ _SERVICE_STATUS: dict[type[ServiceError], int] = {
     NotFoundError: 404,
     RequestTimeoutError: 408,
     PayloadTooLargeError: 413,
+    UnsupportedEncodingError: 415,
     EngineFailedError: 500,
     WorkerDiedError: 500,
     UnavailableError: 503,
