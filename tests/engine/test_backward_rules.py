@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import engine  # noqa: F401  (x64 on, as in the service)
+import engine  # noqa: F401  (tests/conftest.py calls engine.configure_jax(): x64, as in the service)
 from engine.ops import OPS
 
 NAN = np.nan
