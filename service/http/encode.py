@@ -50,10 +50,11 @@ def encode_fields(fields: dict[str, Any], encoding: str) -> tuple[dict[str, byte
 
         def one(array: Any) -> dict[str, Any]:
             arr = np.asarray(array)
+            shape = list(arr.shape)  # before ascontiguousarray, which makes a scalar 1-d
             arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))  # a no-op when it already is
             raw = memoryview(arr.reshape(-1).view(np.uint8))
             chunks.append(raw)
-            return {"dtype": dtype_name(arr.dtype), "shape": list(arr.shape), "binary_data_size": raw.nbytes}
+            return {"dtype": dtype_name(arr.dtype), "shape": shape, "binary_data_size": raw.nbytes}
 
     else:
 
