@@ -27,6 +27,9 @@ from .ops import OpDef, lookup
 from .tensors import decode_tensor, encode_tensor
 
 FORMAT = "gradnet/1"
+#: the longest name (of a network, input, parameter or node), in characters: names are kept in
+#: caches, the registry and every listing, so a 100 MB name must not be (API.md, the schema)
+MAX_NAME_CHARS = 256
 _TOP_LEVEL = ("format", "name", "inputs", "parameters", "nodes", "outputs")
 
 
@@ -209,6 +212,8 @@ def _name(obj: Any, path: str, what: str) -> str:
     _expect(isinstance(obj, Mapping), f"each {what} must be an object with a 'name'", path)
     name = obj.get("name")
     _expect(isinstance(name, str) and name != "", f"a {what} needs a non-empty string 'name'", f"{path}.name")
+    _expect(len(name) <= MAX_NAME_CHARS, f"a {what}'s 'name' is {len(name)} characters, over the limit of "
+            f"{MAX_NAME_CHARS}", f"{path}.name")
     return name
 
 
@@ -292,6 +297,8 @@ def parse_network(
         _expect(key in _TOP_LEVEL, f"unknown field '{key}': a gradnet/1 network has {', '.join(_TOP_LEVEL)}", f"{path}{key}")
     name = doc.get("name", "")
     _expect(isinstance(name, str), "'name' must be a string", f"{path}name")
+    _expect(len(name) <= MAX_NAME_CHARS, f"the network's 'name' is {len(name)} characters, over the limit of "
+            f"{MAX_NAME_CHARS}", f"{path}name")
 
     raw_nodes = _list_field(doc, "nodes", path)
     if max_nodes is not None and len(raw_nodes) > max_nodes:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.dtypes import DTYPES, OIP_DTYPES
+from engine.network import MAX_NAME_CHARS
 
 DType = Literal[tuple(DTYPES)]  # type: ignore[valid-type]
 OIPDType = Literal[tuple(OIP_DTYPES)]  # type: ignore[valid-type]
@@ -71,19 +72,19 @@ class Tensor(BaseModel):
 
 
 class InputSpec(BaseModel):
-    name: str
+    name: str = Field(..., min_length=1, max_length=MAX_NAME_CHARS)
     dtype: DType | None = Field(None, description="optional constraint")
     shape: list[int | None] | None = Field(None, description="optional constraint; null = any size")
 
 
 class ParameterSpec(BaseModel):
-    name: str
+    name: str = Field(..., min_length=1, max_length=MAX_NAME_CHARS)
     value: Tensor
     requires_grad: bool = Field(True, description="trainable (in `net.trainable_params()`)")
 
 
 class Node(BaseModel):
-    name: str
+    name: str = Field(..., min_length=1, max_length=MAX_NAME_CHARS)
     op: str = Field(..., description="a MindSpore primitive name: see GET /ops")
     inputs: list[str] = Field(..., description='names of inputs, parameters or nodes ("node:i" for output i)')
     attrs: dict[str, Any] | None = Field(None, description="the primitive's arguments, under MindSpore's names")
@@ -95,7 +96,7 @@ class Network(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [TUTORIAL_NETWORK]})
 
     format: Literal["gradnet/1"]
-    name: str = ""
+    name: str = Field("", max_length=MAX_NAME_CHARS)
     inputs: list[InputSpec]
     parameters: list[ParameterSpec] = []
     nodes: list[Node]
