@@ -77,10 +77,10 @@ _REGISTER_BODY = request_body("Network", "a gradnet/1 network (or {\"network\": 
                               "Content-Type: application/onnx an ONNX ModelProto, converted to gradnet/1")
 _REGISTER_BODY["requestBody"]["content"][ONNX_TYPE] = {
     "schema": {"type": "string", "format": "binary"},
-    "description": "a serialized ONNX ModelProto (opsets %d to %d of the default domain, no external data): "
-    "registered as its gradnet/1 conversion; GET /ops lists the ONNX ops it may use (`onnx`). Not ONNX: 400; an "
-    "op the importer cannot convert: 422 unsupported_onnx_op, naming the node, op type and opset; over the body "
-    "or network limits: 413" % (engine.onnx.MIN_OPSET, engine.onnx.MAX_OPSET),
+    "description": f"a serialized ONNX ModelProto (opsets {engine.onnx.MIN_OPSET} to {engine.onnx.MAX_OPSET} of "
+    "the default domain, no external data): registered as its gradnet/1 conversion; GET /ops lists the ONNX ops it "
+    "may use (`onnx`). Not ONNX: 400; an op the importer cannot convert: 422 unsupported_onnx_op, naming the node, "
+    "op type and opset; over the body or network limits: 413",
 }
 
 # The id is read from request.path_params (a typed parameter would add FastAPI's own 422 schema).

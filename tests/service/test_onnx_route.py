@@ -17,10 +17,9 @@ from onnx import TensorProto, helper
 import engine
 import engine.onnx
 from gradserve_client import GradClient
+from tests.engine.test_onnx_oracle import FIXTURES, close
 from tests.support import ROOT
 from tests.support.servers import KEY_A, LIMITS
-
-from tests.engine.test_onnx_oracle import FIXTURES, close
 
 ONNX = {"Content-Type": "application/onnx"}
 # a CNN with BatchNorm folded by the dynamo exporter, a transformer layer (TorchScript exporter),
