@@ -6,6 +6,7 @@ weights and input signature) and the network parameters already placed on its de
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -75,6 +76,12 @@ def to_host(groups: Sequence[Sequence[Any]], zero_copy: bool) -> list[list[Array
 def signature(arrays: Sequence[Array]) -> tuple[tuple[tuple[int, ...], str], ...]:
     """The shapes and dtypes of bound inputs: with the network id, what a compiled program is for."""
     return tuple((a.shape, a.dtype.str) for a in arrays)
+
+
+@functools.lru_cache(maxsize=1024)
+def _grad_operation(*flags: Any) -> GradOperation:
+    """The spec of these GradOperation flags, built once (a frozen dataclass costs a microsecond)."""
+    return GradOperation(*flags)
 
 
 class _LazyAvals(Sequence[Any]):
@@ -255,10 +262,9 @@ class Engine:
     ) -> GradResult:
         """``GradOperation(get_all, get_by_list, sens_param)(net, weights)(*inputs[, sens])``."""
         try:
-            spec = GradOperation(bool(get_all), bool(get_by_list), bool(sens_param),
-                                 None if weights is None else tuple(weights), bool(return_value))
-            hash(spec)
-        except TypeError:  # odd weights: the check says why
+            spec = _grad_operation(bool(get_all), bool(get_by_list), bool(sens_param),
+                                   None if weights is None else tuple(weights), bool(return_value))
+        except TypeError:  # odd weights (not hashable): the check says why
             self.check_run(net, GradOperation(get_by_list=True, weights=weights), inputs)  # type: ignore[arg-type]
             raise
         return self.run(net, spec, inputs, parameters=parameters, extra=sens)
