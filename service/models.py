@@ -329,6 +329,8 @@ class AttrInfo(BaseModel):
 
 class OpInfo(BaseModel):
     name: str = Field(..., description="the MindSpore primitive name")
+    aliases: list[str] = Field(default_factory=list, description="MindSpore's older names for this primitive, "
+                               "accepted as a node's op; the network keeps (and its id uses) `name`")
     inputs: list[str] = Field(..., description='tensor inputs ("*x" = any number)')
     attrs: list[AttrInfo]
     outputs: int | str
