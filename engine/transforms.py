@@ -22,6 +22,7 @@ the compiled function.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import astuple, dataclass
 from typing import Any, ClassVar, NamedTuple
@@ -118,8 +119,10 @@ Spec = GradOperation | Grad | Jvp | Vjp | Jacobian | Hvp
 SPECS: dict[str, type] = {s.kind: s for s in (GradOperation, Grad, Jvp, Vjp, Jacobian, Hvp)}
 
 
+@functools.lru_cache(maxsize=4096)
 def to_wire(spec: Spec) -> tuple[Any, ...]:
-    """The spec as plain data (kind, fields...): a job carries it without a class reference."""
+    """The spec as plain data (kind, fields...): a job carries it without a class reference.
+    Remembered per spec: ``astuple`` walks the fields (microseconds) and a server sends few specs."""
     return (spec.kind, *astuple(spec))
 
 
@@ -365,7 +368,7 @@ def _gradop_build(net, spec: GradOperation, dtypes, max_elements):
 
 def _gradop_layout(net, spec: GradOperation, outs):
     values, g_x, g_w = outs
-    _, weights = _gradop_plan(net, spec)
+    weights = (spec.weights if spec.weights is not None else net.trainable) if spec.get_by_list else ()
     if spec.get_all and spec.get_by_list:
         gradients, names = [list(g_x), list(g_w)], [list(net.input_names), list(weights)]
     elif spec.get_all:
