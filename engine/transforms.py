@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, replace
 from typing import Any, ClassVar, NamedTuple
 
 import jax
@@ -625,10 +625,19 @@ class Transform(NamedTuple):
     check: Callable[..., Any]
     build: Callable[..., Fn]
     layout: Callable[..., dict[str, Any]]
+    # the spec with its defaults resolved against the network (after check): calls that mean the
+    # same share one compiled program
+    canonical: Callable[[Network, Any], Any] = lambda net, spec: spec
+
+
+def _gradop_canonical(net: Network, spec: GradOperation) -> GradOperation:
+    if spec.get_by_list and spec.weights is None:
+        return replace(spec, weights=net.trainable)
+    return spec
 
 
 TRANSFORMS: dict[type, Transform] = {
-    GradOperation: Transform(_gradop_check, _gradop_build, _gradop_layout),
+    GradOperation: Transform(_gradop_check, _gradop_build, _gradop_layout, _gradop_canonical),
     Grad: Transform(_grad_check, _grad_build, _grad_layout),
     Jvp: Transform(_jvp_check, _jvp_build, _jvp_layout),
     Vjp: Transform(_vjp_check, _vjp_build, _vjp_layout),
