@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .dtypes import dtype_name, is_float
-from .errors import ArgumentError, DTypeError, SensError, ShapeError
+from .errors import ArgumentError, DTypeError, SensError, ShapeError, TooLargeError
 from .grad import make_forward
 from .network import Network
 
@@ -549,6 +549,14 @@ def _jacobian_build(net, spec: Jacobian, dtypes, max_elements):
 
     def fn(inputs, params, _extra):
         outputs = forward(list(inputs), dict(params))
+        for k, o in enumerate(outputs):  # at trace time: before XLA would allocate it
+            for i in spec.positions:
+                size = o.size * inputs[i].size
+                if max_elements is not None and size > max_elements:
+                    raise TooLargeError(
+                        f"the Jacobian of output {k} w.r.t. input {i} would have {size} elements "
+                        f"({list(o.shape)} + {list(inputs[i].shape)}), over the limit of {max_elements}",
+                        "grad_position")
         f = _closure(forward, d, inputs, params)
         primal = tuple(inputs[i] for i in d.diff_x)
         float_out = [k for k, o in enumerate(outputs) if _inexact(o)]
