@@ -591,7 +591,7 @@ def _hvp_check(avals, net, spec: Hvp, xs, extra):
     first = avals[0]
     if tuple(first.shape) != () or not jnp.issubdtype(first.dtype, jnp.inexact):
         raise ShapeError(f"/hvp differentiates the network's first output twice: it must be a float scalar, got "
-                         f"{dtype_name(np.dtype(first.dtype))}{list(first.shape)}", "network.outputs")
+                         f"{dtype_name(np.dtype(first.dtype))}{list(first.shape)}", f"{net.path}outputs")
     wants = [xs[i] for i in spec.positions]
     return _bind_vectors(extra, wants, "vectors", "one tensor per position", spec.bare, spec.batched)
 

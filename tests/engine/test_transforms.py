@@ -179,7 +179,7 @@ BAD_SHAPE = {"dtype": F64, "shape": [3, 2], "data": [0.0] * 6}
     ("vjp", NET, {"cotangents": [{"dtype": F64, "shape": [4, 2, 3], "data": [0.0] * 24},
                                  {"dtype": F64, "shape": [3, 2], "data": [0.0] * 6}], "batched": True},
      "cotangents[1]", "share K"),
-    ("hvp", NET, {"vectors": T}, "network.outputs", "scalar"),
+    ("hvp", NET, {"vectors": T}, "outputs", "scalar"),  # a network parsed without a path prefix
     ("hvp", SCALAR, {"vectors": [T]}, "vectors", "one tensor"),
     ("hvp", SCALAR, {"grad_position": [0, 1], "vectors": [T]}, "vectors", "expected 2"),
     ("hvp", SCALAR, {"grad_position": 3, "vectors": T}, "grad_position", "out of range"),
