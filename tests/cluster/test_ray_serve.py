@@ -200,3 +200,39 @@ def test_gradserve_loadtest_against_the_ingress(ingress, tmp_path):
     data = json.loads(report.read_text())
     print("\nloadtest:", json.dumps(data)[:1500])
     assert data
+
+
+def test_back_pressure_is_a_503_with_retry_after(cluster, ingress, postgres_cluster):
+    """Last (it redeploys): one replica that takes one request at a time and queues one more; the
+    rest of a burst is turned away by Serve, answered as gradserve's 503 queue_full."""
+    from service.cluster import build_app
+
+    app = build_app({"min_replicas": 1, "max_replicas": 1, "max_ongoing_requests": 1, "max_queued_requests": 1,
+                     "ingress_resources": {"ingress": 0.01},
+                     "settings": {"registry_url": postgres_cluster.create_database()}})
+    serve.run(app, name="gradserve", route_prefix="/", blocking=False)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        status = serve.status().applications["gradserve"]
+        if status.status == "RUNNING" and httpx.post(f"{ingress}/grad", json=_tutorial(), timeout=30).status_code == 200:
+            break
+        time.sleep(0.5)
+    with Load(ingress, _tutorial(), clients=12) as load:
+        time.sleep(6)
+    statuses = Counter(status for status, _, _ in load.answers)
+    refused = [(s, c) for s, _, c in load.answers if s == 503]
+    assert statuses[200] > 0 and refused, statuses
+    assert set(statuses) == {200, 503}, statuses
+    for _, content in refused[:20]:
+        assert json.loads(content)["error"]["code"] == "queue_full"
+    with httpx.Client(base_url=ingress, timeout=30) as c:
+        # one refused answer's headers, fetched again under a burst of our own
+        with Load(ingress, _tutorial(), clients=12):
+            for _ in range(200):
+                r = c.post("/grad", json=_tutorial())
+                if r.status_code == 503:
+                    assert int(r.headers["retry-after"]) >= 1
+                    break
+            else:
+                pytest.fail("no 503 under a burst of 13 clients on a queue of 2")
+    print(f"\nback-pressure: {dict(statuses)} in 6 s with 12 clients on max_ongoing 1 + max_queued 1")
