@@ -109,6 +109,11 @@ class GradHandler:
         self.registry = state.registry
         self.validator = state.validator
         self.metrics = state.metrics
+        # one budget of body bytes in flight for every route's handler of this app
+        budget = getattr(state, "body_budget", None)
+        if budget is None:
+            budget = state.body_budget = http_body.BodyBudget(state.settings.max_inflight_bytes)  # type: ignore[attr-defined]
+        self.budget: http_body.BodyBudget = budget
         # inline networks, parsed once per distinct network as sent
         self._inline: LRUCache[engine.Network] = LRUCache(state.settings.network_cache_size)
 
@@ -133,23 +138,35 @@ class GradHandler:
             if pool is not None:
                 pool.admit().release()
             settings = self.settings
-            body = await http_body.receive_body(receive, declared, settings.max_body_bytes,
-                                                timeout_s=settings.body_timeout_s, min_rate=settings.min_body_rate)
-            if encoding is not None:
-                decode = http_body.decode_content
-                body = await run_in_threadpool(decode, body, encoding, settings.max_body_bytes) \
-                    if len(body) > OFFLOAD_BYTES else decode(body, encoding, settings.max_body_bytes)
-            admission = pool.admit() if pool is not None else None
+            budget = self.budget
+            reserved = budget.reserve_declared(declared)  # the memory budget, before the body is read
             try:
-                response = await self._grad(scope[NAMESPACE], body, headers, arrived, admission, receive)
+                body = await http_body.receive_body(receive, declared, settings.max_body_bytes,
+                                                    timeout_s=settings.body_timeout_s,
+                                                    min_rate=settings.min_body_rate)
+                if not reserved:
+                    reserved = budget.reserve(len(body))
+                if encoding is not None:
+                    decode = http_body.decode_content
+                    body = await run_in_threadpool(decode, body, encoding, settings.max_body_bytes) \
+                        if len(body) > OFFLOAD_BYTES else decode(body, encoding, settings.max_body_bytes)
+                admission = pool.admit() if pool is not None else None
+                try:
+                    response = await self._grad(scope[NAMESPACE], body, headers, arrived, admission, receive)
+                finally:
+                    if admission is not None:
+                        admission.release()
             finally:
-                if admission is not None:
-                    admission.release()
+                budget.release(reserved)
         except ClientGoneError:
             return CLIENT_GONE  # nobody to answer (the worker was told to skip the job)
         except ERRORS as exc:
             log_error(self.route, exc)
             response = error_response(exc)
+            # The traceback's frames hold the body (and a thread pool's future holds the error, a
+            # cycle): without this a refused body waits for the garbage collector (issue 12).
+            exc.__traceback__ = None
+            body = None  # noqa: F841 - freed before the answer is sent
         except Exception as exc:
             log.error("unhandled error in %s", self.route, exc_info=exc)
             response = bug_response(exc)
