@@ -212,8 +212,8 @@ class _CompileBudget:
     result is dropped.) Before compiling, a cost estimate (seconds per node, learned from this
     worker's own compiles) turns away a network that cannot finish within the budget."""
 
-    #: compile seconds ~ per_node * nodes ** EXPONENT (a chain of 1,000 Tanh took 3.5 s, 3,000 took
-    #: 12 s on a 2-core CPU: exponent 1.12); per_node starts from those figures and is learned
+    #: compile seconds ~ per_node * nodes ** EXPONENT (issue 12 measured a chain of 1,000 Tanh at 3.5 s, 3,000 at
+    #: 12 s: exponent 1.12); per_node starts from those figures and is learned
     EXPONENT = 1.12
     PER_NODE = 3.5 / 1000**1.12
     MAX_FAILED = 1024

@@ -13,7 +13,6 @@ from urllib.parse import urlsplit
 
 from hardening_helpers import assert_healthy, mib, rss_bytes, tutorial_request
 
-from engine.errors import GradnetError  # noqa: F401 - the engine is importable here (sanity)
 from service.errors import BadRequestError
 from service.http import body as codec
 from tests.support.api_contract import error_of
