@@ -235,7 +235,8 @@ def test_node_inputs_not_a_list():
 
 
 def test_reference_not_a_string():
-    raises(NetworkError, with_nodes({"name": "out", "op": "Neg", "inputs": [0]}), "invalid_network", "nodes[0].inputs[0]")
+    # (a number is a constant, API.md section 6; null is neither)
+    raises(NetworkError, with_nodes({"name": "out", "op": "Neg", "inputs": [None]}), "invalid_network", "nodes[0].inputs[0]")
 
 
 # -- outputs -----------------------------------------------------------------------------------

@@ -212,7 +212,8 @@ def mutations(draw: Any, base: st.SearchStrategy[dict[str, Any]]) -> tuple[dict[
             ))
             nodes[j]["inputs"][k] = ghost
             return doc, kind, "undefined_name|invalid_network", re.escape(f"nodes[{j}].inputs[{k}]")
-        nodes[j]["inputs"][k] = draw(st.sampled_from([None, 0, 1.5, True, ["x"], {"name": "x"}]))
+        # (a number is a constant, API.md section 6: not among them)
+        nodes[j]["inputs"][k] = draw(st.sampled_from([None, True, ["x"], {"name": "x"}]))
         return doc, kind, "invalid_network", re.escape(f"nodes[{j}].inputs[{k}]")
     j = draw(st.sampled_from(range(len(nodes))))
     node = nodes[j]
@@ -319,8 +320,7 @@ _validator = Validator(max_elements=HARD_LIMITS["max_tensor_elements"], cache_si
 
 
 def _call(**flags: Any) -> GradCall:
-    return GradCall(**{"get_all": False, "get_by_list": False, "sens_param": False, "weights": None,
-                       "return_value": False, "output_encoding": "json", "timeout_ms": 1000.0, **flags})
+    return GradCall(engine.GradOperation(**flags), "json", 1000.0)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=SUPPRESS, derandomize=True, database=None)
