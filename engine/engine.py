@@ -18,7 +18,7 @@ import numpy as np
 from .cache import LRUCache
 from .dtypes import dtype_name
 from .errors import ArgumentError, DTypeError, ShapeError
-from .grad import make_forward
+from .grad import is_no_forward_mode, make_forward, no_forward_mode
 from .network import Network
 from .transforms import TRANSFORMS, GradOperation, Spec
 
@@ -309,7 +309,13 @@ class Engine:
                 tree.append(treedef)
                 return leaves
 
-            compiled = jax.jit(flat).lower(xs, params, bound).compile()
+            try:
+                lowered = jax.jit(flat).lower(xs, params, bound)
+            except TypeError as exc:  # forward mode through a backward-only rule: the request's fault
+                if not is_no_forward_mode(exc):
+                    raise
+                raise no_forward_mode("this network", "network") from None
+            compiled = lowered.compile()
             compile_s = time.perf_counter() - t0
             self._compiled.stats.compile_seconds += compile_s
             return compiled, tree[0]

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import GradnetError, ShapeError, TooLargeError
+from .errors import ArgumentError, GradnetError, ShapeError, TooLargeError
 from .network import Const, Network, Ref
 from .tensors import MAX_RANK
 
@@ -39,6 +39,23 @@ def _describe(values: Sequence[Any]) -> str:
     return ", ".join(f"{np.dtype(v.dtype).name}{list(v.shape)}" for v in values)
 
 
+def is_no_forward_mode(exc: BaseException) -> bool:
+    """JAX's refusal to run forward mode through a custom_vjp rule."""
+    return isinstance(exc, TypeError) and "forward-mode" in str(exc)
+
+
+def no_forward_mode(where: str, path: str | None) -> ArgumentError:
+    """The request error for forward mode (/jvp, forward /jacobian, /hvp) through an op whose
+    rule is backward only: SparseSoftmaxCrossEntropyWithLogits with is_grad=true carries
+    MindSpore's backward, which ignores the cotangent and so has no tangent rule."""
+    return ArgumentError(
+        f"{where} has no forward-mode derivative: it defines only MindSpore's backward rule "
+        "(as SparseSoftmaxCrossEntropyWithLogits with is_grad=true does); use a reverse-mode route "
+        "instead: /grad, /vjp or /jacobian with mode 'reverse'",
+        path,
+    )
+
+
 def make_forward(net: Network, max_elements: int | None = None) -> Callable[..., tuple[Any, ...]]:
     """The network's ``construct``: ``forward(inputs, params) -> outputs`` (a tuple).
 
@@ -57,6 +74,8 @@ def make_forward(net: Network, max_elements: int | None = None) -> Callable[...,
             except GradnetError:
                 raise
             except Exception as exc:  # JAX reports shape/dtype problems as TypeError/ValueError
+                if is_no_forward_mode(exc):
+                    raise no_forward_mode(f"node '{node.name}' ({node.op.name})", net.node_path(node)) from None
                 raise ShapeError(
                     f"node '{node.name}' ({node.op.name}) cannot take inputs "
                     f"{', '.join(map(str, node.inputs))} of {_describe(args)}: {str(exc).splitlines()[0]}",

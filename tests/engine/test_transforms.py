@@ -200,3 +200,24 @@ def test_a_jacobian_over_the_element_limit_is_refused_before_it_is_built() -> No
     with pytest.raises(engine.TooLargeError) as info:
         small.run(NET, Jacobian(), [X, Y])  # output 0 is [2, 3], input 0 is [2, 3]: 36 elements
     assert info.value.path == "grad_position" and "36 elements" in info.value.message
+
+
+# SparseSoftmaxCrossEntropyWithLogits(is_grad=true) carries MindSpore's backward as a custom_vjp
+# (it ignores the cotangent, which no tangent rule can express): forward mode through it is a
+# request error that says which routes work, and reverse mode still answers.
+IS_GRAD = engine.parse_network({
+    "format": "gradnet/1", "name": "sparse-ce-is-grad", "inputs": [{"name": "logits"}, {"name": "labels"}],
+    "nodes": [{"name": "g", "op": "SparseSoftmaxCrossEntropyWithLogits", "inputs": ["logits", "labels"],
+               "attrs": {"is_grad": True}}],
+    "outputs": ["g"],
+})
+LOGITS, LABELS = RNG.normal(size=(2, 3)).astype(np.float32), np.array([0, 2], np.int32)
+
+
+@pytest.mark.parametrize("spec", [Jvp(), Jacobian(mode="forward")], ids=["jvp", "jacobian-forward"])
+def test_forward_mode_through_a_backward_only_rule_is_a_request_error(eng: engine.Engine, spec: Any) -> None:
+    extra = [np.ones_like(LOGITS), np.zeros_like(LABELS)] if isinstance(spec, Jvp) else None
+    with pytest.raises(engine.ArgumentError) as info:
+        eng.run(IS_GRAD, spec, [LOGITS, LABELS], extra=extra)
+    assert info.value.path in ("network", "nodes[0]") and "/vjp" in info.value.message
+    assert eng.run(IS_GRAD, Vjp(), [LOGITS, LABELS], extra=np.ones_like(LOGITS)).fields["gradients"] is not None
