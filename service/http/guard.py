@@ -4,8 +4,8 @@ It checks API keys (401), refuses requests while the service drains (503, but ``
 counts the requests in flight (the drain waits for them) and observes every request's metrics.
 ``/health/*`` is always open. ``/grad`` is answered here: ``POST``, the hot path, by the grad
 handler (:class:`service.grad.handler.GradHandler`: no routing, no FastAPI handler, no send
-wrapper, it returns the status), any other method with 405; every other request goes on to
-FastAPI.
+wrapper, it returns the status), any other method with 405 (and ``/grad/`` with a redirect, as
+Starlette does for a route's path with a trailing slash); every other request goes on to FastAPI.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from starlette.responses import Response
+from starlette.datastructures import URL
+from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import DrainingError
@@ -24,6 +25,20 @@ if TYPE_CHECKING:
 
 #: scope key under which the guard leaves the caller's registry namespace
 NAMESPACE = "gradserve.namespace"
+
+
+# What Starlette would answer if /grad were one of its routes.
+
+
+def _not_grad(scope: Scope) -> Response:
+    """Another method than POST on /grad."""
+    return error(405, "method_not_allowed", f"{scope['method']} is not allowed on /grad (allowed: POST)",
+                 "method", {"Allow": "POST"})
+
+
+def _to_grad(scope: Scope) -> Response:
+    """/grad/ (a route's path with a trailing slash): a redirect to /grad."""
+    return RedirectResponse(str(URL(scope={**scope, "path": "/grad"})))
 
 
 class Guard:
@@ -62,11 +77,10 @@ class Guard:
             try:
                 if hot and scope["method"] == "POST":
                     status = await state.grad(scope, receive, send)
-                elif hot:
-                    refusal = error(405, "method_not_allowed", f"{scope['method']} is not allowed on /grad "
-                                    "(allowed: POST)", "method", {"Allow": "POST"})
-                    status = refusal.status_code
-                    await refusal(scope, receive, send)
+                elif hot or path == "/grad/":
+                    answer = _not_grad(scope) if hot else _to_grad(scope)
+                    status = answer.status_code
+                    await answer(scope, receive, send)
                 else:
                     await self.app(scope, receive, send_status)
             finally:
