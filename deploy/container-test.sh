@@ -10,8 +10,8 @@
 # Environment:
 #   PYTHON_IMAGE    base image for both variants (default: a Debian bookworm stand-in made with
 #                   debootstrap and reused while podman still has it, for machines that cannot
-#                   pull python:3.11-slim-bookworm; give PYTHON_IMAGE=python:3.11-slim-bookworm
-#                   where the official image can be pulled)
+#                   pull python:3.11-slim-bookworm; where it can be pulled, give
+#                   PYTHON_IMAGE=docker.io/library/python:3.11-slim-bookworm)
 #   DEBIAN_MIRROR   archive for debootstrap (default: the bookworm entry of the apt sources)
 #
 # Checks, in order (each one a line "ok  ..." or the script stops with "FAILED ..."):
@@ -188,7 +188,8 @@ build() {  # variant tag timeout
     log "building $tag (VARIANT=$variant, PYTHON_IMAGE=$BASE)"
     t=$EPOCHREALTIME
     # --format docker keeps HEALTHCHECK (OCI images have no such field); buildah 1.28 needs
-    # VARIANT passed even though the Dockerfile defaults it; --network host: no bridge needed.
+    # VARIANT passed even though the Dockerfile defaults it (else it takes FROM base-${VARIANT}
+    # for an image to pull, not for the stage); --network host: no bridge needed.
     # --layers=false: no per-step cache images left behind (each run builds from the base).
     timeout "$limit" podman build --format docker --network host --layers=false --force-rm \
         --build-arg "VARIANT=$variant" --build-arg "PYTHON_IMAGE=$BASE" \

@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         if name == "network":
             p.add_argument("id")
         if name == "slow":
-            p.add_argument("--nodes", type=int, default=300)
+            p.add_argument("--nodes", type=int, default=400)
     args = parser.parse_args(argv)
     args.url = args.url.rstrip("/")
     try:

@@ -40,7 +40,8 @@ from .tensors import decode_tensor, encode_tensor
 #: the names that need JAX, and the module of each (imported on first use)
 _LAZY = {
     "Engine": "engine", "GradResult": "engine", "configure_compile_cache": "engine", "configure_jax": "engine",
-    "GradSpec": "grad", "Network": "network", "parse_network": "network", "OPS": "ops", "catalog": "ops",
+    "GradOperation": "transforms", "Grad": "transforms", "Jvp": "transforms", "Vjp": "transforms",
+    "Jacobian": "transforms", "Hvp": "transforms", "Network": "network", "parse_network": "network", "OPS": "ops", "catalog": "ops",
     "decode_inputs": "request", "decode_parameters": "request", "decode_sens": "request",
     "run_request": "request",
 }
@@ -57,7 +58,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "DTYPES", "OIP_DTYPES", "OPS", "ArgumentError", "AttrError", "CodedError", "CycleError", "DTypeError",
-    "DuplicateNameError", "Engine", "GradResult", "GradSpec", "GradnetError", "Network",
+    "DuplicateNameError", "Engine", "GradResult", "GradOperation", "Grad", "Jvp", "Vjp", "Jacobian", "Hvp", "GradnetError", "Network",
     "NetworkError", "SensError", "ShapeError", "TensorError", "TooLargeError", "UndefinedNameError",
     "UnknownOpError", "catalog", "configure_compile_cache", "configure_jax", "decode_inputs",
     "decode_parameters", "decode_sens", "decode_tensor", "dtype_name", "encode_tensor", "parse_dtype",

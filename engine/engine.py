@@ -6,6 +6,7 @@ weights and input signature) and the network parameters already placed on its de
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,22 +17,34 @@ import numpy as np
 
 from .cache import LRUCache
 from .dtypes import dtype_name
-from .errors import ArgumentError, DTypeError, SensError, ShapeError
-from .grad import GradSpec, make_forward, make_grad_fn
+from .errors import ArgumentError, DTypeError, ShapeError
+from .grad import make_forward
 from .network import Network
+from .transforms import TRANSFORMS, GradOperation, Spec
 
 Array = np.ndarray
 
 
 @dataclass
 class GradResult:
-    """Gradients nested as GradOperation returns them, with their names and timings."""
+    """A transform's answer: its fields (tensors nested as MindSpore returns them, and names),
+    in the order the response writes them, with timings."""
 
-    gradients: Any  # Array | list[Array] | list[list[Array]]
-    gradient_names: Any  # str | list[str] | list[list[str]]
-    value: list[Array] | None = None
+    fields: dict[str, Any]
     timing_ms: dict[str, float] = field(default_factory=dict)
     cache_hit: bool = False
+
+    @property
+    def gradients(self) -> Any:  # Array | list[Array] | list[list[Array]]
+        return self.fields.get("gradients")
+
+    @property
+    def gradient_names(self) -> Any:
+        return self.fields.get("gradient_names")
+
+    @property
+    def value(self) -> Any:
+        return self.fields.get("value")
 
 
 def configure_jax(*, compile_cache_dir: str | None = None) -> None:
@@ -65,6 +78,32 @@ def signature(arrays: Sequence[Array]) -> tuple[tuple[tuple[int, ...], str], ...
     return tuple((a.shape, a.dtype.str) for a in arrays)
 
 
+@functools.lru_cache(maxsize=1024)
+def _grad_operation(*flags: Any) -> GradOperation:
+    """The spec of these GradOperation flags, built once (a frozen dataclass costs a microsecond)."""
+    return GradOperation(*flags)
+
+
+class _LazyAvals(Sequence[Any]):
+    """The outputs' abstract values, evaluated on first use."""
+
+    def __init__(self, engine: Engine, net: Network, xs: Sequence[Array]) -> None:
+        self._args = (engine, net, xs)
+        self._avals: tuple[Any, ...] | None = None
+
+    def _get(self) -> tuple[Any, ...]:
+        if self._avals is None:
+            engine, net, xs = self._args
+            self._avals = engine.output_avals(net, xs)
+        return self._avals
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._get()[index]
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
 class Engine:
     """Computes gradients of parsed networks on one JAX device.
 
@@ -92,7 +131,7 @@ class Engine:
         self._params: LRUCache[dict[str, jax.Array]] = LRUCache(cache_size)
         # Warm calls of the common form (list inputs, stored parameters, no sens) skip binding
         # and validation: the key holds everything those depend on (see grad()).
-        self._hits: LRUCache[tuple[Any, Any, GradSpec]] = LRUCache(cache_size)
+        self._hits: LRUCache[tuple[Any, Any]] = LRUCache(cache_size)
 
     @property
     def stats(self) -> dict[str, float]:
@@ -134,24 +173,6 @@ class Engine:
                 raise ShapeError(f"input '{spec.name}' must have shape {want}, got {list(x.shape)}", f"inputs[{i}]")
             bound.append(x)
         return bound
-
-    def _spec(self, net: Network, get_all: bool, get_by_list: bool, sens_param: bool,
-              weights: Sequence[str] | None, return_value: bool) -> GradSpec:
-        if weights is not None and not get_by_list:
-            raise ArgumentError("'weights' is only used with get_by_list: set get_by_list to true", "weights")
-        if weights is None:
-            chosen = net.trainable if get_by_list else ()
-        else:
-            for k, w in enumerate(weights):
-                if not isinstance(w, str) or net.parameter(w) is None:
-                    raise ArgumentError(
-                        f"'{w}' is not a parameter of this network; its parameters are {[p.name for p in net.parameters]}",
-                        f"weights[{k}]",
-                    )
-            chosen = tuple(weights)
-        if not (get_all or get_by_list) and not net.inputs:
-            raise ArgumentError("GradOperation without flags differentiates w.r.t. the first input, and this network has none", "inputs")
-        return GradSpec(bool(get_all), bool(get_by_list), bool(sens_param), chosen, bool(return_value))
 
     def _device_params(self, net: Network, overrides: Mapping[str, Array] | None) -> dict[str, Any]:
         params, _ = self._params.get_or_create(
@@ -195,31 +216,6 @@ class Engine:
 
         return self._out_avals.get_or_create(key, evaluate)[0]
 
-    def _bind_sens(self, net: Network, inputs: Sequence[Array], sens: Any) -> tuple[Array, ...]:
-        avals = self.output_avals(net, inputs)
-        if sens is None:
-            raise SensError(f"sens_param is set: 'sens' must give one tensor per output ({len(avals)})", "sens")
-        many = isinstance(sens, (list, tuple))
-        items = list(sens) if many else [sens]
-        if len(items) != len(avals):
-            raise SensError(
-                f"'sens' must hold one tensor per output: the network has {len(avals)} output(s), got "
-                f"{len(items) if many else 'a single tensor'}",
-                "sens",
-            )
-        bound = []
-        for k, (s, aval) in enumerate(zip(items, avals)):
-            s = np.asarray(s)
-            at = f"sens[{k}]" if many else "sens"
-            if s.shape != tuple(aval.shape):
-                raise SensError(f"sens for output {k} must have the output's shape {list(aval.shape)}, got {list(s.shape)}", at)
-            if s.dtype != aval.dtype:
-                raise SensError(
-                    f"sens for output {k} must have the output's dtype {dtype_name(aval.dtype)}, got {dtype_name(s.dtype)}", at
-                )
-            bound.append(s)
-        return tuple(bound)
-
     def check(
         self,
         net: Network,
@@ -233,23 +229,21 @@ class Engine:
         sens: Any = None,
         return_value: bool = False,
     ) -> list[Array]:
-        """Raise what :meth:`grad` would raise for this call (bad inputs, flags, weights, parameters
-        or sens; a shape or dtype mismatch at a node; an intermediate over the size limit) without
-        compiling or running anything: abstract evaluation only, so no device is needed. Returns
-        the bound inputs."""
-        xs = self.bind_inputs(net, inputs)
-        self._spec(net, get_all, get_by_list, sens_param, weights, return_value)
-        self._check_parameters(net, parameters)
-        self.output_avals(net, xs)  # shapes and dtypes through the whole graph
-        self._check_sens(net, xs, sens_param, sens)
-        return xs
+        """:meth:`check_run` of GradOperation with these flags."""
+        spec = GradOperation(bool(get_all), bool(get_by_list), bool(sens_param),
+                             None if weights is None else tuple(weights), bool(return_value))
+        return self.check_run(net, spec, inputs, parameters=parameters, extra=sens)[0]
 
-    def _check_sens(self, net: Network, xs: Sequence[Array], sens_param: bool, sens: Any) -> tuple[Array, ...] | None:
-        if sens_param:
-            return self._bind_sens(net, xs, sens)
-        if sens is not None:
-            raise SensError("'sens' is given but sens_param is false: set sens_param to true", "sens")
-        return None
+    def check_run(self, net: Network, spec: Spec, inputs: Sequence[Array] | Mapping[str, Array], *,
+                  parameters: Mapping[str, Array] | None = None, extra: Any = None) -> tuple[list[Array], Any]:
+        """Raise what :meth:`run` would raise for this call (bad inputs, positions, weights,
+        parameters or per-call vectors; a shape or dtype mismatch at a node; an intermediate over
+        the size limit) without compiling or running anything: abstract evaluation only, so no
+        device is needed. Returns the bound inputs and the bound vectors."""
+        xs = self.bind_inputs(net, inputs)
+        self._check_parameters(net, parameters)
+        avals = self.output_avals(net, xs)  # shapes and dtypes through the whole graph
+        return xs, TRANSFORMS[type(spec)].check(avals, net, spec, xs, extra)
 
     # -- the call --------------------------------------------------------------------------
 
@@ -267,69 +261,69 @@ class Engine:
         return_value: bool = False,
     ) -> GradResult:
         """``GradOperation(get_all, get_by_list, sens_param)(net, weights)(*inputs[, sens])``."""
+        try:
+            spec = _grad_operation(bool(get_all), bool(get_by_list), bool(sens_param),
+                                   None if weights is None else tuple(weights), bool(return_value))
+        except TypeError:  # odd weights (not hashable): the check says why
+            self.check_run(net, GradOperation(get_by_list=True, weights=weights), inputs)  # type: ignore[arg-type]
+            raise
+        return self.run(net, spec, inputs, parameters=parameters, extra=sens)
+
+    def run(self, net: Network, spec: Spec, inputs: Sequence[Array] | Mapping[str, Array], *,
+            parameters: Mapping[str, Array] | None = None, extra: Any = None) -> GradResult:
+        """The transform ``spec`` of ``net`` at ``inputs``; ``extra`` holds the call's vectors
+        (sens, tangents, cotangents or hvp vectors, per the spec's ``extra_field``)."""
         fast = None
-        if parameters is None and sens is None and not sens_param and isinstance(inputs, (list, tuple)):
+        if parameters is None and extra is None and isinstance(inputs, (list, tuple)):
+            # Warm calls of the common form skip binding and validation: the key is everything
+            # those depend on (a dict lookup on the hot path).
             try:
-                fast = (net.id, bool(get_all), bool(get_by_list), None if weights is None else tuple(weights),
-                        bool(return_value), tuple((x.shape, x.dtype) for x in inputs))
-                hash(fast)
-            except (AttributeError, TypeError):  # not arrays, or odd weights: the general path says why
+                fast = (net.id, spec, tuple((x.shape, x.dtype) for x in inputs))
+            except AttributeError:  # not arrays: the general path says why
                 fast = None
             if fast is not None:
                 entry = self._hits.get(fast)
                 if entry is not None:
                     self._compiled.stats.hits += 1
-                    compiled, params, spec = entry
+                    compiled, params = entry
                     return self._run(net, spec, compiled, inputs, params, None, 0.0, True)
 
+        # The worker's own checks: the server's validator ran the whole of check_run already, so
+        # the outputs' shapes are only evaluated where the spec's vectors need them.
         xs = self.bind_inputs(net, inputs)
-        spec = self._spec(net, get_all, get_by_list, sens_param, weights, return_value)
+        bound = TRANSFORMS[type(spec)].check(_LazyAvals(self, net, xs), net, spec, xs, extra)
         params = self._device_params(net, parameters)
-        sens_values = self._check_sens(net, xs, spec.sens_param, sens)
-
-        key = (net.id, spec, signature(xs))
+        key = (net.id, spec, signature(xs), None if bound is None else signature(bound))
         compile_s = 0.0
 
         def compile_now() -> Any:
             nonlocal compile_s
             t0 = time.perf_counter()
-            fn = make_grad_fn(net, spec, [x.dtype for x in xs], self.max_elements)
-            compiled = jax.jit(fn).lower(xs, params, sens_values).compile()
+            fn = TRANSFORMS[type(spec)].build(net, spec, [x.dtype for x in xs], self.max_elements)
+            tree: list[Any] = []
+
+            def flat(*args: Any) -> list[Any]:  # one flat list out: one transfer, no walk per call
+                leaves, treedef = jax.tree_util.tree_flatten(fn(*args))
+                tree.append(treedef)
+                return leaves
+
+            compiled = jax.jit(flat).lower(xs, params, bound).compile()
             compile_s = time.perf_counter() - t0
             self._compiled.stats.compile_seconds += compile_s
-            return compiled
+            return compiled, tree[0]
 
         compiled, hit = self._compiled.get_or_create(key, compile_now)
         if fast is not None:
-            self._hits.put(fast, (compiled, params, spec))
-        return self._run(net, spec, compiled, xs, params, sens_values, compile_s, hit)
+            self._hits.put(fast, (compiled, params))
+        return self._run(net, spec, compiled, xs, params, bound, compile_s, hit)
 
-    def _run(self, net: Network, spec: GradSpec, compiled: Any, xs: Sequence[Any], params: Mapping[str, Any],
-             sens_values: Any, compile_s: float, hit: bool) -> GradResult:
+    def _run(self, net: Network, spec: Spec, compiled: Any, xs: Sequence[Any], params: Mapping[str, Any],
+             extra: Any, compile_s: float, hit: bool) -> GradResult:
         t0 = time.perf_counter()
-        values, g_x, g_w = compiled(xs, params, sens_values)
-        # Only what the caller gets comes to the host, in one transfer.
-        if spec.get_all and spec.get_by_list:
-            wanted, names = [g_x, g_w], [list(net.input_names), list(spec.weights)]
-        elif spec.get_all:
-            wanted, names = [g_x], list(net.input_names)
-        elif spec.get_by_list:
-            wanted, names = [g_w], list(spec.weights)
-        else:  # GradOperation(): the first input's gradient alone
-            wanted, names = [g_x[:1]], net.input_names[0]
-        if spec.return_value:
-            wanted.append(values)
-        fetched = to_host(wanted, self._zero_copy)
-        value = fetched.pop() if spec.return_value else None
+        program, treedef = compiled
+        # Everything comes to the host in one transfer (a compiled program returns only what
+        # its layout uses).
+        outs = treedef.unflatten(to_host([program(xs, params, extra)], self._zero_copy)[0])
+        fields = TRANSFORMS[type(spec)].layout(net, spec, outs)
         compute_s = time.perf_counter() - t0
-        if spec.get_all and spec.get_by_list:
-            gradients: Any = fetched
-        else:
-            gradients = fetched[0] if spec.get_all or spec.get_by_list else fetched[0][0]
-        return GradResult(
-            gradients=gradients,
-            gradient_names=names,
-            value=value,
-            timing_ms={"compile": compile_s * 1e3, "compute": compute_s * 1e3},
-            cache_hit=hit,
-        )
+        return GradResult(fields, {"compile": compile_s * 1e3, "compute": compute_s * 1e3}, hit)

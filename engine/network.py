@@ -27,6 +27,9 @@ from .ops import OpDef, lookup
 from .tensors import decode_tensor, encode_tensor
 
 FORMAT = "gradnet/1"
+#: the longest name (of a network, input, parameter or node), in characters: names are kept in
+#: caches, the registry and every listing, so a 100 MB name must not be (API.md, the schema)
+MAX_NAME_CHARS = 256
 _TOP_LEVEL = ("format", "name", "inputs", "parameters", "nodes", "outputs")
 
 
@@ -39,6 +42,26 @@ class Ref:
 
     def __str__(self) -> str:
         return self.name if self.index is None else f"{self.name}:{self.index}"
+
+
+@dataclass(frozen=True, eq=False)
+class Const:
+    """A constant node input (API.md §6): a JSON number (``value`` a Python int or float, which
+    takes the dtype of the node's tensor operand) or ``{"const": <tensor>}`` (``value`` an array
+    of its own dtype and shape). It carries no gradient and is part of the network's id."""
+
+    value: Any
+    name: str = ""  # never a name of the network: a constant depends on nothing
+
+    @property
+    def scalar(self) -> bool:
+        return not isinstance(self.value, np.ndarray)
+
+    def document(self, encoding: str = "b64") -> Any:
+        return self.value if self.scalar else {"const": encode_tensor(self.value, encoding)}
+
+    def __str__(self) -> str:
+        return repr(self.value) if self.scalar else f"const {dtype_name(self.value.dtype)}{list(self.value.shape)}"
 
 
 @dataclass(frozen=True)
@@ -59,7 +82,7 @@ class Parameter:
 class Node:
     name: str
     op: OpDef
-    inputs: tuple[Ref, ...]
+    inputs: tuple[Ref | Const, ...]
     attrs: Mapping[str, Any]
     position: int  # index in the client's "nodes" list, for error paths
 
@@ -153,7 +176,7 @@ def _document(net: Network, tensor: Any) -> dict[str, Any]:
             {
                 "name": n.name,
                 "op": n.op.name,
-                "inputs": [str(r) for r in n.inputs],
+                "inputs": [r.document() if isinstance(r, Const) else str(r) for r in n.inputs],
                 "attrs": {k: list(v) if isinstance(v, tuple) else v for k, v in n.attrs.items()},
             }
             for n in sorted(net.nodes, key=lambda n: n.name)
@@ -189,6 +212,8 @@ def _name(obj: Any, path: str, what: str) -> str:
     _expect(isinstance(obj, Mapping), f"each {what} must be an object with a 'name'", path)
     name = obj.get("name")
     _expect(isinstance(name, str) and name != "", f"a {what} needs a non-empty string 'name'", f"{path}.name")
+    _expect(len(name) <= MAX_NAME_CHARS, f"a {what}'s 'name' is {len(name)} characters, over the limit of "
+            f"{MAX_NAME_CHARS}", f"{path}.name")
     return name
 
 
@@ -217,6 +242,21 @@ def _parameter(obj: Any, path: str, max_elements: int | None) -> Parameter:
     requires_grad = obj.get("requires_grad", True)
     _expect(isinstance(requires_grad, bool), "'requires_grad' must be true or false", f"{path}.requires_grad")
     return Parameter(name, value, requires_grad)
+
+
+def _parse_input(obj: Any, path: str, defined: Mapping[str, int], max_elements: int | None) -> Ref | Const:
+    """A node input: a reference (:func:`_parse_ref`) or a constant (a JSON number, or
+    ``{"const": <tensor>}``)."""
+    if isinstance(obj, bool):
+        raise NetworkError(f"a constant input must be a number or {{\"const\": <tensor>}}, got {obj!r}", path)
+    if isinstance(obj, (int, float)):
+        if isinstance(obj, float) and not np.isfinite(obj):
+            raise NetworkError(f"a constant input must be finite, got {obj!r}", path)
+        return Const(obj)
+    if isinstance(obj, Mapping):
+        _expect(set(obj) == {"const"}, "a constant input is {\"const\": <tensor>} and nothing else", path)
+        return Const(decode_tensor(obj["const"], f"{path}.const", max_elements=max_elements))
+    return _parse_ref(obj, path, defined)
 
 
 def _parse_ref(text: Any, path: str, defined: Mapping[str, int]) -> Ref:
@@ -257,6 +297,8 @@ def parse_network(
         _expect(key in _TOP_LEVEL, f"unknown field '{key}': a gradnet/1 network has {', '.join(_TOP_LEVEL)}", f"{path}{key}")
     name = doc.get("name", "")
     _expect(isinstance(name, str), "'name' must be a string", f"{path}name")
+    _expect(len(name) <= MAX_NAME_CHARS, f"the network's 'name' is {len(name)} characters, over the limit of "
+            f"{MAX_NAME_CHARS}", f"{path}name")
 
     raw_nodes = _list_field(doc, "nodes", path)
     if max_nodes is not None and len(raw_nodes) > max_nodes:
@@ -296,7 +338,7 @@ def parse_network(
     for i, node_name, opdef, attrs, obj in staged:
         at = f"{path}nodes[{i}]"
         raw_inputs = _list_field(obj, "inputs", f"{at}.")
-        refs = tuple(_parse_ref(r, f"{at}.inputs[{k}]", defined) for k, r in enumerate(raw_inputs))
+        refs = tuple(_parse_input(r, f"{at}.inputs[{k}]", defined, max_elements) for k, r in enumerate(raw_inputs))
         if opdef.variadic:
             _expect(len(refs) >= 1, f"{opdef.name} needs at least one tensor input", f"{at}.inputs")
         elif len(refs) != len(opdef.inputs):
@@ -333,7 +375,7 @@ def _topological(nodes: Mapping[str, Node], path: str) -> tuple[Node, ...]:
     users: dict[str, list[str]] = {name: [] for name in nodes}
     for node in nodes.values():
         for ref in node.inputs:
-            if ref.name in nodes:
+            if not isinstance(ref, Const) and ref.name in nodes:
                 pending[node.name] += 1
                 users[ref.name].append(node.name)
     # Seed in the client's order so the result is deterministic.

@@ -34,12 +34,44 @@ def _field(obj: Mapping[str, Any], path: str | None, *names: str) -> Any:
     return None
 
 
+#: the most dimensions an array may have (NumPy's limit; JAX's arrays are NumPy's)
+MAX_RANK = 64
+#: the most elements the non-zero dimensions of a shape may multiply to: NumPy refuses a shape
+#: whose span times the item size passes 2**63 even when a zero dimension makes it empty, so
+#: this is 2**63 over the widest item (16 bytes), checked before any array is made
+MAX_SPAN = 2**59
+
+
 def parse_shape(shape: Any, path: str | None) -> tuple[int, ...]:
     if not isinstance(shape, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
-        raise TensorError(f"shape must be a list of non-negative integers, got {shape!r}", _join(path, "shape"))
+        raise TensorError(f"shape must be a list of non-negative integers, got {_short(shape)}", _join(path, "shape"))
+    check_shape(shape, _join(path, "shape"))
     return tuple(shape)
+
+
+def check_shape(shape: Any, path: str | None) -> None:
+    """Refuse a shape no array can have: more than :data:`MAX_RANK` dimensions, or non-zero
+    dimensions whose product passes :data:`MAX_SPAN` (a zero-size ``[2**62, 4, 0]`` included).
+    Python integers: nothing overflows."""
+    if len(shape) > MAX_RANK:
+        raise TensorError(f"shape has {len(shape)} dimensions, more than the {MAX_RANK} an array can have", path)
+    span = 1
+    for d in shape:
+        if d:
+            span *= d
+            if span > MAX_SPAN:
+                raise TensorError(
+                    f"shape {_short(list(shape))} is larger than any array can be: its non-zero dimensions "
+                    f"multiply to more than 2**59 elements (even an empty array must fit its other dimensions)",
+                    path,
+                )
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def element_count(shape: tuple[int, ...]) -> int:
@@ -95,13 +127,15 @@ def _small_float_tensor(obj: Any, max_elements: int | None) -> np.ndarray | None
     dtype = _FAST_FLOATS.get(name)
     if dtype is None:
         return None
+    if len(shape) > MAX_RANK:
+        return None
     count = 1
     for d in shape:
         if type(d) is not int or d < 0:
             return None
         count *= d
-    if count != len(data) or (max_elements is not None and count > max_elements):
-        return None
+    if count != len(data) or count == 0 or (max_elements is not None and count > max_elements):
+        return None  # (an empty tensor may have huge other dimensions: the general path checks them)
     large = False
     for v in data:
         if type(v) is not float and type(v) is not int:
@@ -160,6 +194,7 @@ def decode_tensor(
         if not isinstance(data, list):
             raise TensorError("'shape' may be left out only when 'data' is a (nested) list", _join(path, "shape"))
         shape = _nested_shape(data, path)
+        check_shape(shape, _join(path, "data"))
     else:
         shape = parse_shape(raw_shape, path)
     check_size(shape, max_elements, path)
@@ -186,13 +221,22 @@ def _b64(value: Any, path: str | None) -> bytes:
         raise TensorError("'b64' is not valid base64", _join(path, "b64")) from None
 
 
+#: what a client wrote, by the kind of array NumPy made of it (never NumPy's one-letter codes)
+_KINDS = {"U": "strings", "S": "strings", "f": "non-integer numbers", "c": "complex numbers", "b": "booleans",
+          "O": "mixed values", "i": "integers", "u": "integers", "V": "values that are not numbers"}
+
+
+def _kind(array: np.ndarray) -> str:
+    return _KINDS.get(array.dtype.kind, "values that are not numbers")
+
+
 def _exact_ints(data: Any, wide: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:
     """NumPy widens integers it cannot hold in one 64-bit type (a negative next to one >= 2**63,
     or one beyond 64 bits) to float64 or object; keep them as exact Python ints instead, so that
     uint64 values near 2**64 decode exactly and the range check below reports too-large ones."""
     exact = np.asarray(data, dtype=object)
-    if exact.shape != wide.shape or not all(type(v) is int for v in exact.flat):
-        raise TensorError(f"{dtype_name(dtype)} tensor data must be integers, got {wide.dtype.kind!r} values", where)
+    if exact.shape != wide.shape or not all(type(v) is int for v in exact.reshape(-1)):
+        raise TensorError(f"{dtype_name(dtype)} tensor data must be integers, got {_kind(wide)}", where)
     return exact
 
 
@@ -212,18 +256,18 @@ def _decode_data(
         if floating:
             wide = np.asarray(data, dtype=np.float64)
             # NumPy reads a JSON null as NaN: only the string "NaN" stands for one.
-            if np.isnan(wide).any() and any(v is None for v in np.asarray(data, dtype=object).flat):
+            if np.isnan(wide).any() and any(v is None for v in np.asarray(data, dtype=object).reshape(-1)):
                 raise TensorError('\'data\' holds null: write "NaN" for a NaN', where)
         elif dtype == np.bool_:
             wide = np.asarray(data)
             if wide.size and wide.dtype != np.bool_:
-                raise TensorError("bool tensor data must be true/false", where)
+                raise TensorError(f"bool tensor data must be true/false, got {_kind(wide)}", where)
         else:
             wide = np.asarray(data)
             if wide.size and wide.dtype.kind in "fO":
                 wide = _exact_ints(data, wide, dtype, where)
             if wide.size and wide.dtype.kind not in "iuO":
-                raise TensorError(f"{dtype_name(dtype)} tensor data must be integers, got {wide.dtype.kind!r} values", where)
+                raise TensorError(f"{dtype_name(dtype)} tensor data must be integers, got {_kind(wide)}", where)
     except TensorError:
         raise
     except (ValueError, TypeError, OverflowError) as exc:

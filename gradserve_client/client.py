@@ -50,8 +50,25 @@ class GradResult:
     network_id: str
     gradients: Any  # np.ndarray | list[np.ndarray] | list[list[np.ndarray]], as GradOperation returns
     gradient_names: Any
-    value: list[np.ndarray] | None = None
+    value: Any = None  # list[np.ndarray] (GradOperation), a tensor or a list (the mindspore.grad form)
     timing_ms: dict[str, float] = field(default_factory=dict)
+    aux: list[np.ndarray] | None = None  # has_aux: the outputs after the first
+
+
+@dataclass
+class Answer:
+    """The answer of /jvp, /vjp, /jacobian or /hvp: its fields (``value``, ``jvp``, ``gradients``,
+    ``jacobian``, ``hvp``, ``aux``) as NumPy arrays nested as MindSpore nests them."""
+
+    network_id: str
+    fields: dict[str, Any]
+    timing_ms: dict[str, float] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.fields[name]
+
+
+_UNSET: Any = object()
 
 
 # -- tensors ----------------------------------------------------------------------------------------
@@ -104,6 +121,8 @@ def decode_tensor(obj: Mapping[str, Any], binary: memoryview | bytes | None = No
 def _decode_nested(value: Any, decode: Any) -> Any:
     if isinstance(value, list):
         return [_decode_nested(v, decode) for v in value]
+    if isinstance(value, (int, str)):  # return_ids: a position or a parameter name beside its tensor
+        return value
     return decode(value)
 
 
@@ -176,13 +195,44 @@ class GradClient:
         return_value: bool = False,
         timeout_ms: int | None = None,
         encoding: str = "json",
+        grad_position: Any = _UNSET,
+        has_aux: bool = False,
+        return_ids: bool = False,
+        per_example_axes: Sequence[int | None] | None = None,
     ) -> GradResult:
         """``POST /grad``: ``network`` is a network document (inline) or a registered id.
 
+        GradOperation's form by default; giving ``grad_position`` (an int, a list of ints, or
+        None with ``weights``) selects the ``mindspore.grad`` / ``value_and_grad`` form, with
+        ``has_aux`` and ``return_ids``. ``per_example_axes`` (either form): one axis or None per
+        input, per-example gradients stacked on a new leading axis.
+
         Inputs, parameters and sens are arrays (anything ``np.asarray`` takes), sent in
         ``encoding``; the gradients come back in the same encoding, as NumPy arrays nested as
-        GradOperation returns them."""
+        MindSpore returns them."""
         encoder = _Encoder(encoding)
+        doc = self._call_doc(encoder, network, inputs, parameters)
+        if grad_position is not _UNSET:
+            doc["grad_position"] = list(grad_position) if isinstance(grad_position, (list, tuple)) else grad_position
+        for flag, value in (("get_all", get_all), ("get_by_list", get_by_list), ("sens_param", sens_param),
+                            ("return_value", return_value), ("has_aux", has_aux), ("return_ids", return_ids)):
+            if value:
+                doc[flag] = True
+        if per_example_axes is not None:
+            doc["per_example_axes"] = list(per_example_axes)
+        if weights is not None:
+            doc["weights"] = list(weights)
+        if sens is not None:
+            doc["sens"] = [encoder.tensor(s) for s in sens] if isinstance(sens, (list, tuple)) else encoder.tensor(sens)
+        if timeout_ms is not None:
+            doc["timeout_ms"] = timeout_ms
+        doc["output_encoding"] = encoding
+        body, headers = encoder.body(doc)
+        return parse_grad_response(self._request("POST", "/grad", content=body, headers=headers))
+
+    @staticmethod
+    def _call_doc(encoder: _Encoder, network: Mapping[str, Any] | str, inputs: Sequence[Any] | Mapping[str, Any],
+                  parameters: Mapping[str, Any] | None) -> dict[str, Any]:
         doc: dict[str, Any] = {}
         if isinstance(network, str):
             doc["network_id"] = network
@@ -194,19 +244,57 @@ class GradClient:
             doc["inputs"] = [encoder.tensor(v) for v in inputs]
         if parameters:
             doc["parameters"] = {k: encoder.tensor(v) for k, v in parameters.items()}
-        for flag, value in (("get_all", get_all), ("get_by_list", get_by_list), ("sens_param", sens_param),
-                            ("return_value", return_value)):
-            if value:
-                doc[flag] = True
-        if weights is not None:
-            doc["weights"] = list(weights)
-        if sens is not None:
-            doc["sens"] = [encoder.tensor(s) for s in sens] if isinstance(sens, (list, tuple)) else encoder.tensor(sens)
+        return doc
+
+    def _transform(self, route: str, network: Mapping[str, Any] | str, inputs: Sequence[Any] | Mapping[str, Any],
+                   vectors: tuple[str, Any] | None, options: dict[str, Any], *, parameters: Mapping[str, Any] | None,
+                   timeout_ms: int | None, encoding: str) -> Answer:
+        encoder = _Encoder(encoding)
+        doc = self._call_doc(encoder, network, inputs, parameters)
+        if vectors is not None:
+            name, value = vectors
+            doc[name] = [encoder.tensor(v) for v in value] if isinstance(value, (list, tuple)) else encoder.tensor(value)
+        doc.update({k: v for k, v in options.items() if v is not None and v is not False})
         if timeout_ms is not None:
             doc["timeout_ms"] = timeout_ms
         doc["output_encoding"] = encoding
         body, headers = encoder.body(doc)
-        return parse_grad_response(self._request("POST", "/grad", content=body, headers=headers))
+        fields = _parse_fields(self._request("POST", route, content=body, headers=headers))
+        return Answer(fields.pop("network_id"), fields, fields.pop("timing_ms", {}))
+
+    def jvp(self, network: Mapping[str, Any] | str, inputs: Sequence[Any], tangents: Sequence[Any], *,
+            has_aux: bool = False, batched: bool = False, parameters: Mapping[str, Any] | None = None,
+            timeout_ms: int | None = None, encoding: str = "json") -> Answer:
+        """``POST /jvp`` (``mindspore.ops.jvp``): ``value`` and ``jvp`` (and ``aux``)."""
+        return self._transform("/jvp", network, inputs, ("tangents", list(tangents)),
+                               {"has_aux": has_aux, "batched": batched}, parameters=parameters,
+                               timeout_ms=timeout_ms, encoding=encoding)
+
+    def vjp(self, network: Mapping[str, Any] | str, inputs: Sequence[Any], cotangents: Any, *,
+            weights: Sequence[str] | None = None, has_aux: bool = False, batched: bool = False,
+            parameters: Mapping[str, Any] | None = None, timeout_ms: int | None = None,
+            encoding: str = "json") -> Answer:
+        """``POST /vjp`` (``mindspore.ops.vjp`` and ``vjp_fn(cotangents)``): ``value`` and ``gradients``."""
+        return self._transform("/vjp", network, inputs, ("cotangents", cotangents),
+                               {"weights": None if weights is None else list(weights), "has_aux": has_aux,
+                                "batched": batched}, parameters=parameters, timeout_ms=timeout_ms, encoding=encoding)
+
+    def jacobian(self, network: Mapping[str, Any] | str, inputs: Sequence[Any], *, grad_position: Any = 0,
+                 mode: str = "reverse", parameters: Mapping[str, Any] | None = None, timeout_ms: int | None = None,
+                 encoding: str = "json") -> Answer:
+        """``POST /jacobian`` (``mindspore.jacrev`` / ``jacfwd``): ``jacobian`` and ``value``."""
+        position = list(grad_position) if isinstance(grad_position, (list, tuple)) else grad_position
+        return self._transform("/jacobian", network, inputs, None, {"grad_position": position, "mode": mode},
+                               parameters=parameters, timeout_ms=timeout_ms, encoding=encoding)
+
+    def hvp(self, network: Mapping[str, Any] | str, inputs: Sequence[Any], vectors: Any, *, grad_position: Any = 0,
+            batched: bool = False, parameters: Mapping[str, Any] | None = None, timeout_ms: int | None = None,
+            encoding: str = "json") -> Answer:
+        """``POST /hvp``: ``hvp``, the Hessian of the first (scalar) output times ``vectors``."""
+        position = list(grad_position) if isinstance(grad_position, (list, tuple)) else grad_position
+        return self._transform("/hvp", network, inputs, ("vectors", vectors),
+                               {"grad_position": position, "batched": batched}, parameters=parameters,
+                               timeout_ms=timeout_ms, encoding=encoding)
 
     def networks(self) -> list[dict[str, Any]]:
         return orjson.loads(self._request("GET", "/networks").content)["networks"]
@@ -224,8 +312,13 @@ class GradClient:
         return self.http.get("/health/ready").status_code == 200
 
 
-def parse_grad_response(response: httpx.Response) -> GradResult:
-    """A ``/grad`` answer (JSON, or the binary framing) as a :class:`GradResult`."""
+#: answer fields that hold no tensors
+_PLAIN = frozenset({"network_id", "timing_ms", "gradient_names"})
+
+
+def _parse_fields(response: httpx.Response) -> dict[str, Any]:
+    """Any transform's answer (JSON, or the binary framing): its fields, tensors as NumPy arrays.
+    Binary tensors follow the JSON part in the order their headers appear in it."""
     content = response.content
     header = response.headers.get(BINARY_HEADER)
     chunks: list[memoryview] = []
@@ -236,28 +329,33 @@ def parse_grad_response(response: httpx.Response) -> GradResult:
         view = memoryview(content)
         doc = orjson.loads(view[:size])
         offset = size
-        rest = [doc["gradients"], *([doc["value"]] if doc.get("value") is not None else [])]
 
         def collect(node: Any) -> None:
             nonlocal offset
             if isinstance(node, list):
                 for item in node:
                     collect(item)
-            else:
+            elif isinstance(node, dict):
                 n = node["binary_data_size"]
                 chunks.append(view[offset:offset + n])
                 offset += n
 
-        for part in rest:
-            collect(part)
+        for key, part in doc.items():
+            if key not in _PLAIN and part is not None:
+                collect(part)
     queue = iter(chunks)
 
     def decode(obj: Mapping[str, Any]) -> np.ndarray:
         return decode_tensor(obj, next(queue) if "binary_data_size" in obj else None)
 
-    gradients = _decode_nested(doc["gradients"], decode)
-    value = _decode_nested(doc["value"], decode) if doc.get("value") is not None else None
-    return GradResult(doc["network_id"], gradients, doc["gradient_names"], value, doc.get("timing_ms", {}))
+    return {k: v if k in _PLAIN or v is None else _decode_nested(v, decode) for k, v in doc.items()}
+
+
+def parse_grad_response(response: httpx.Response) -> GradResult:
+    """A ``/grad`` answer (JSON, or the binary framing) as a :class:`GradResult`."""
+    doc = _parse_fields(response)
+    return GradResult(doc["network_id"], doc["gradients"], doc["gradient_names"], doc.get("value"),
+                      doc.get("timing_ms", {}), doc.get("aux"))
 
 
 def _error(response: httpx.Response) -> GradServeError:

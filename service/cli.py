@@ -81,6 +81,8 @@ class DrainingServer:
     def __init__(self, app: Any, settings: Settings) -> None:
         import uvicorn  # noqa: PLC0415
 
+        from .http.protocol import protocol_class  # noqa: PLC0415
+
         service = app.state.service
 
         class _Server(uvicorn.Server):
@@ -115,7 +117,9 @@ class DrainingServer:
             port=settings.port,
             log_level=settings.log_level,
             loop="uvloop",
-            http="httptools",
+            # uvicorn's httptools protocol with our header timeout, header size and connection limits
+            http=protocol_class(settings),
+            timeout_keep_alive=settings.idle_timeout_s,
             lifespan="on",
             timeout_graceful_shutdown=5,
             server_header=False,

@@ -36,6 +36,18 @@ class PayloadTooLargeError(ServiceError):
     code = "too_large"
 
 
+class UnsupportedEncodingError(ServiceError):
+    """The body's Content-Encoding is not one the server decodes (identity, gzip, deflate)."""
+
+    code = "unsupported_encoding"
+
+
+class RequestTimeoutError(ServiceError):
+    """The request's body did not arrive in time (``--body-timeout-s``, ``--min-body-rate``)."""
+
+    code = "request_timeout"
+
+
 class UnavailableError(ServiceError):
     """The service cannot take this request now: retry after ``retry_after`` seconds."""
 

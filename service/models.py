@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.dtypes import DTYPES, OIP_DTYPES
+from engine.network import MAX_NAME_CHARS
 
 DType = Literal[tuple(DTYPES)]  # type: ignore[valid-type]
 OIPDType = Literal[tuple(OIP_DTYPES)]  # type: ignore[valid-type]
@@ -71,19 +72,19 @@ class Tensor(BaseModel):
 
 
 class InputSpec(BaseModel):
-    name: str
+    name: str = Field(..., min_length=1, max_length=MAX_NAME_CHARS)
     dtype: DType | None = Field(None, description="optional constraint")
     shape: list[int | None] | None = Field(None, description="optional constraint; null = any size")
 
 
 class ParameterSpec(BaseModel):
-    name: str
+    name: str = Field(..., min_length=1, max_length=MAX_NAME_CHARS)
     value: Tensor
     requires_grad: bool = Field(True, description="trainable (in `net.trainable_params()`)")
 
 
 class Node(BaseModel):
-    name: str
+    name: str = Field(..., min_length=1, max_length=MAX_NAME_CHARS)
     op: str = Field(..., description="a MindSpore primitive name: see GET /ops")
     inputs: list[str] = Field(..., description='names of inputs, parameters or nodes ("node:i" for output i)')
     attrs: dict[str, Any] | None = Field(None, description="the primitive's arguments, under MindSpore's names")
@@ -95,7 +96,7 @@ class Network(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [TUTORIAL_NETWORK]})
 
     format: Literal["gradnet/1"]
-    name: str = ""
+    name: str = Field("", max_length=MAX_NAME_CHARS)
     inputs: list[InputSpec]
     parameters: list[ParameterSpec] = []
     nodes: list[Node]
@@ -113,6 +114,10 @@ class GradRequest(BaseModel):
                  "output_encoding": "b64"},
                 {"network": TUTORIAL_NETWORK, "inputs": [_X, _Y], "sens_param": True,
                  "sens": {"dtype": "float32", "shape": [2, 3], "data": [0.1, 0.6, 0.2, 0.8, 1.3, 1.1]}},
+                {"network": TUTORIAL_NETWORK, "inputs": [_X, _Y], "grad_position": [0, 1], "weights": ["z"],
+                 "return_value": True},
+                {"network": TUTORIAL_NETWORK, "inputs": [_X, _Y], "grad_position": 0,
+                 "per_example_axes": [0, None]},
             ]
         }
     )
@@ -127,8 +132,92 @@ class GradRequest(BaseModel):
     weights: list[str] | None = Field(None, description="with get_by_list: the parameters to differentiate")
     sens: Tensor | list[Tensor] | None = Field(None, description="one tensor per output (required iff sens_param)")
     return_value: bool = Field(False, description="also return the network's outputs as `value`")
+    grad_position: int | list[int] | None = Field(
+        None, description="the mindspore.grad form (its presence selects it; not with get_all/get_by_list): "
+        "the input position(s) to differentiate, or null for the weights alone")
+    has_aux: bool = Field(False, description="mindspore.grad form: differentiate the first output; `aux` holds the others")
+    return_ids: bool = Field(False, description="mindspore.grad form: each gradient as [position or name, tensor]")
+    per_example_axes: list[int | None] | None = Field(
+        None, description="one axis (or null) per input, as mindspore.vmap's in_axes: per-example gradients "
+        "stacked on a new leading axis")
     output_encoding: Literal["json", "b64", "binary"] = Field("json", description="how tensors come back")
     timeout_ms: int | None = Field(None, ge=1, description="deadline (default: the server's --timeout-ms)")
+
+
+#: a network whose first output is a scalar (for /hvp): sum(x * x * y)
+SCALAR_NETWORK: dict[str, Any] = {
+    "format": "gradnet/1",
+    "name": "scalar-net",
+    "inputs": [{"name": "x"}, {"name": "y"}],
+    "nodes": [
+        {"name": "xx", "op": "Mul", "inputs": ["x", "x"]},
+        {"name": "xxy", "op": "Mul", "inputs": ["xx", "y"]},
+        {"name": "out", "op": "ReduceSum", "inputs": ["xxy"], "attrs": {"axis": [], "keep_dims": False}},
+    ],
+    "outputs": ["out"],
+}
+_V = {"dtype": "float32", "shape": [2, 3], "data": [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]}
+
+
+class _Call(BaseModel):
+    """The fields of every transform route: what to run on, and how to answer."""
+
+    network: Network | None = Field(None, description="the network, inline")
+    network_id: str | None = Field(None, description="a registered network's id (POST /networks)")
+    inputs: list[Tensor] | dict[str, Tensor] = Field(..., description="positional, or by input name")
+    parameters: dict[str, Tensor] | None = Field(None, description="parameter values for this call only")
+    output_encoding: Literal["json", "b64", "binary"] = Field("json", description="how tensors come back")
+    timeout_ms: int | None = Field(None, ge=1, description="deadline (default: the server's --timeout-ms)")
+
+
+class JvpRequest(_Call):
+    """``POST /jvp``: ``mindspore.ops.jvp(fn, inputs, tangents, has_aux)``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"network": TUTORIAL_NETWORK, "inputs": [_X, _Y], "tangents": [_X, _Y]},
+    ]})
+
+    tangents: list[Tensor] = Field(..., description="one tensor per input (with batched: a leading axis K each)")
+    has_aux: bool = Field(False, description="`value` and `jvp` are the first output's; `aux` holds the others")
+    batched: bool = Field(False, description="K tangents per input in one call, one compiled program")
+
+
+class VjpRequest(_Call):
+    """``POST /vjp``: ``mindspore.ops.vjp(fn, *inputs, weights, has_aux)`` and then ``vjp_fn(cotangents)``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"network": TUTORIAL_NETWORK, "inputs": [_X, _Y], "cotangents": _X, "weights": ["z"]},
+    ]})
+
+    cotangents: Tensor | list[Tensor] = Field(
+        ..., description="one tensor per output (a tensor for a one-output network; with batched: a leading K)")
+    weights: list[str] | None = Field(None, description="parameters to differentiate too: gradients [inputs, weights]")
+    has_aux: bool = Field(False, description="differentiate the first output; `aux` holds the others")
+    batched: bool = Field(False, description="K cotangents per output in one call, one compiled program")
+
+
+class JacobianRequest(_Call):
+    """``POST /jacobian``: ``mindspore.jacrev`` / ``mindspore.jacfwd(fn, grad_position)``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"network": TUTORIAL_NETWORK, "inputs": [_X, _Y], "grad_position": 0, "mode": "forward"},
+    ]})
+
+    grad_position: int | list[int] = Field(0, description="the input position(s)")
+    mode: Literal["reverse", "forward"] = Field("reverse", description="jacrev or jacfwd")
+
+
+class HvpRequest(_Call):
+    """``POST /hvp``: the Hessian of the first (scalar) output times ``vectors``, forward over reverse."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"network": SCALAR_NETWORK, "inputs": [_X, _X], "grad_position": 0, "vectors": _V},
+    ]})
+
+    grad_position: int | list[int] = Field(0, description="the input position(s)")
+    vectors: Tensor | list[Tensor] = Field(
+        ..., description="one tensor per position (one tensor for an int grad_position; with batched: a leading K)")
+    batched: bool = Field(False, description="K vectors per position in one call, one compiled program")
 
 
 class Timing(BaseModel):
@@ -155,11 +244,44 @@ class GradResponse(BaseModel):
     )
 
     network_id: str
-    gradients: Tensor | list[Tensor] | list[list[Tensor]] = Field(
-        ..., description="one tensor (no flags), a list (get_all or get_by_list), or [[inputs], [weights]]"
-    )
-    gradient_names: str | list[str] | list[list[str]] = Field(..., description="the same nesting, with names")
-    value: list[Tensor] | None = Field(None, description="the outputs (only with return_value)")
+    gradients: Tensor | list[Any] = Field(
+        ..., description="GradOperation: one tensor (no flags), a list (get_all or get_by_list), or [[inputs], "
+        "[weights]]; the mindspore.grad form: as mindspore.grad nests it, each gradient [id, tensor] with return_ids")
+    gradient_names: str | list[Any] = Field(..., description="the same nesting, with names")
+    aux: list[Tensor] | None = Field(None, description="with has_aux: the outputs after the first")
+    value: Tensor | list[Tensor] | None = Field(None, description="the outputs (only with return_value)")
+    timing_ms: Timing
+
+
+class JvpResponse(BaseModel):
+    network_id: str
+    value: Tensor | list[Tensor] = Field(..., description="the outputs (a tensor for a one-output network)")
+    jvp: Tensor | list[Tensor] = Field(..., description="one tensor per output (a tensor for a one-output network)")
+    aux: Tensor | list[Tensor] | None = Field(None, description="with has_aux: the other outputs")
+    timing_ms: Timing
+
+
+class VjpResponse(BaseModel):
+    network_id: str
+    value: Tensor | list[Tensor] = Field(..., description="the outputs (a tensor for a one-output network)")
+    gradients: list[Tensor] | list[list[Tensor]] = Field(
+        ..., description="one per input, or [inputs part, weights part] with weights")
+    aux: Tensor | list[Tensor] | None = Field(None, description="with has_aux: the other outputs")
+    timing_ms: Timing
+
+
+class JacobianResponse(BaseModel):
+    network_id: str
+    jacobian: Tensor | list[Tensor] | list[list[Tensor]] = Field(
+        ..., description="output shape + input shape; a list per output when there are several, a list per "
+        "position when grad_position is a list of two or more")
+    value: Tensor | list[Tensor] = Field(..., description="the outputs")
+    timing_ms: Timing
+
+
+class HvpResponse(BaseModel):
+    network_id: str
+    hvp: Tensor | list[Tensor] = Field(..., description="one tensor per position (a tensor for an int position)")
     timing_ms: Timing
 
 
@@ -207,14 +329,25 @@ class AttrInfo(BaseModel):
 
 class OpInfo(BaseModel):
     name: str = Field(..., description="the MindSpore primitive name")
+    aliases: list[str] = Field(default_factory=list, description="MindSpore's older names for this primitive, "
+                               "accepted as a node's op; the network keeps (and its id uses) `name`")
     inputs: list[str] = Field(..., description='tensor inputs ("*x" = any number)')
     attrs: list[AttrInfo]
     outputs: int | str
     doc: str
 
 
+class OnnxOps(BaseModel):
+    domain: str = Field("", description='the ONNX domain the importer reads ("": the default, ai.onnx)')
+    opsets: list[int] = Field(..., description="the lowest and highest opset the importer reads")
+    ops: list[str] = Field(..., description="the ONNX op types POST /networks (application/onnx) converts")
+    constant_only: list[str] = Field(..., description="op types converted only when every input is a constant "
+                                     "(shape arithmetic, folded at import)")
+
+
 class OpCatalog(BaseModel):
     ops: list[OpInfo]
+    onnx: OnnxOps | None = Field(None, description="the ONNX ops the importer supports (API.md section 8)")
 
 
 class Health(BaseModel):
@@ -244,4 +377,6 @@ class ErrorResponse(BaseModel):
 
 
 #: Models whose schemas the OpenAPI document carries even where no route names them directly.
-SCHEMA_MODELS = (Tensor, Network, GradRequest, GradResponse, NetworkInfo, NetworkList, OpCatalog, ErrorResponse)
+SCHEMA_MODELS = (Tensor, Network, GradRequest, GradResponse, NetworkInfo, NetworkList, OpCatalog, ErrorResponse,
+                 JvpRequest, JvpResponse, VjpRequest, VjpResponse, JacobianRequest, JacobianResponse,
+                 HvpRequest, HvpResponse)

@@ -17,6 +17,10 @@ class Settings(BaseSettings):
     workers: int | None = Field(None, ge=1, description="engine worker processes; unset: one per GPU, else 1")
     device: Literal["auto", "cpu", "gpu"] = Field("auto", description="where the workers run")
     registry_path: Path = Field(Path("var/registry.sqlite3"), description="SQLite file of registered networks")
+    registry_url: str | None = Field(None, description="postgresql://user:pass@host:port/db of a registry shared "
+                                     "by many servers (needs psycopg: the postgres extra); unset: the SQLite file")
+    registry_start_empty: bool = Field(False, description="if the SQLite registry file is damaged, move it aside and "
+                                       "start empty (default: refuse to start)")
     network_cache_size: int = Field(128, ge=1, description="parsed networks kept in memory (LRU)")
     compile_cache_size: int = Field(64, ge=1, description="compiled executables per worker (LRU)")
     compile_cache_dir: Path | None = Field(None, description="persistent XLA compile cache directory")
@@ -29,6 +33,17 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = Field(None, description="file with one API key per line")
     drain_timeout_s: float = Field(30.0, ge=0, description="how long SIGTERM waits for in-flight requests")
     log_level: str = Field("info", description="uvicorn log level")
+    # Connection hygiene: what one slow or careless client may hold (docs/reliability.md).
+    header_timeout_s: float = Field(10.0, gt=0, description="longest wait for the request line and headers, "
+                                    "from the start of the connection or the previous answer (then 408, closed)")
+    idle_timeout_s: float = Field(5.0, gt=0, description="how long a keep-alive connection may stay idle between "
+                                  "requests before it is closed")
+    body_timeout_s: float = Field(10.0, gt=0, description="time to read a request body at any rate; past it the "
+                                  "body must keep up with --min-body-rate (else 408, closed)")
+    min_body_rate: int = Field(256 * 1024, ge=1, description="bytes per second a body must average after "
+                               "--body-timeout-s: a body of N bytes may take body_timeout_s + N / min_body_rate")
+    max_connections: int = Field(2048, ge=1, description="open connections; one more is answered 503 and closed")
+    max_header_bytes: int = Field(64 * 1024, ge=256, description="largest request line and headers together (431)")
 
     def keys(self) -> frozenset[str]:
         """The configured API keys (empty: auth is off)."""

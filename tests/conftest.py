@@ -14,7 +14,7 @@ import engine  # noqa: E402
 engine.configure_jax()  # x64, before any Engine; it starts no backend (pytest takes no GPU)
 
 # pytest reads pytest_plugins only in this, the top-level conftest
-pytest_plugins = ["tests.support.servers"]
+pytest_plugins = ["tests.support.servers", "tests.support.postgres"]
 
 
 def _jax_sees_a_gpu() -> bool:

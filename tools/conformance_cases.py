@@ -60,7 +60,9 @@ def tensor(a: Any, dtype: str | None = None) -> dict:
     kind = arr.dtype.kind
     flat = arr.reshape(-1)
     if kind == "f":
-        data = [float(v) for v in flat]
+        # non-finite floats as API.md section 1's strings, so every file stays strict JSON
+        data = [float(v) if np.isfinite(v) else ("NaN" if np.isnan(v) else ("Infinity" if v > 0 else "-Infinity"))
+                for v in flat]
     elif kind in "iu":
         data = [int(v) for v in flat]
     elif kind == "b":
@@ -949,6 +951,37 @@ def group_semantics() -> list[dict]:
                                 "(here trunc(y)), not zero. API.md: the service does not push truncated values "
                                 "through casts, so x gets zeros"))
     cases[-1]["api_md_zero_inputs"] = [0]
+    # MindSpore's backward rules that are not the derivative of the forward (docs/backward-rules.md)
+    name = "SoftmaxCrossEntropyWithLogits-labels-not-summing-to-1"
+    cases.append(make_case(name, [node("sce", "SoftmaxCrossEntropyWithLogits", ["logits", "labels"])], "sce:0",
+                           [("logits", np.array([[1.0, 2.0, 3.0], [0.5, 0.0, -1.0]], np.float32)),
+                            ("labels", np.array([[0.5, 0.5, 0.5], [0.2, 0.0, 0.0]], np.float32))], get_all=True,
+                           note="label rows sum to 1.5 and 0.2: MindSpore's bprop is (softmax(logits) - labels) * "
+                                "dloss whatever the labels sum to, not the loss's derivative "
+                                "(softmax * sum(labels) - labels); labels get zeros"))
+    name = "SoftmaxCrossEntropyWithLogits-labels-not-summing-to-1-sens"
+    cases.append(make_case(name, [node("sce", "SoftmaxCrossEntropyWithLogits", ["logits", "labels"])],
+                           ["sce:0", "sce:1"],
+                           [("logits", np.array([[0.3, -1.0, 2.0, 0.0]], np.float32)),
+                            ("labels", np.array([[1.0, 0.0, 1.0, 0.0]], np.float32))], get_all=True,
+                           sens_param=True, sens=[np.array([2.0], np.float32),
+                                                  np.array([[1.0, -1.0, 0.5, 3.0]], np.float32)],
+                           note="dlogits = (softmax - labels) * dloss; the second output's sens is ignored"))
+    name = "Pow-exponent-at-x-zero-and-negative"
+    cases.append(make_case(name, [node("out", "Pow", ["x", "y"])], "out",
+                           [("x", np.array([-2.0, -2.0, 0.5, 0.0, 0.0, 0.0, 0.0, 2.0], np.float32)),
+                            ("y", np.array([3.0, 2.0, 1.5, 1.0, 0.5, -1.0, 0.0, -2.0], np.float32))], get_all=True,
+                           note="the exponent's gradient out * log(x): NaN for x < 0 (as JAX); at x == 0 MindSpore "
+                                "gives 0 for y >= 0 and -inf for y < 0 (JAX: NaN for y < 0)"))
+    for op in ("Maximum", "Minimum"):
+        name = f"{op}-NaN-operand"
+        cases.append(make_case(name, [node("out", op, ["x", "y"])], "out",
+                               [("x", np.array([np.nan, 2.0, 1.0, np.nan], np.float32)),
+                                ("y", np.array([np.nan, 2.0, 3.0, np.nan], np.float32))], get_all=True,
+                               note="an element where x or y is NaN is neither a tie, less nor greater: "
+                                    "MindSpore gives both sides the whole gradient (JAX: 0 to both). Only "
+                                    "NaN-NaN pairs here: with one NaN, MindSpore's CPU forward returns y "
+                                    "(max(NaN, 1) = 1, max(1, NaN) = NaN) where the engine returns NaN"))
     return cases
 
 

@@ -303,7 +303,8 @@ def toposort(nodes: list[dict], sources: set[str]) -> list[dict]:
             raise ValueError(f"unknown reference {name}")
         visiting.add(name)
         for r in by_name[name]["inputs"]:
-            visit(_base(r))
+            if isinstance(r, str):  # numbers and {"const": tensor} are constants (API.md section 6)
+                visit(_base(r))
         visiting.discard(name)
         done.add(name)
         order.append(by_name[name])
@@ -336,7 +337,7 @@ class GradNetCell(nn.Cell):
         for n, p in self.param_by_name.items():
             env[n] = p
         for k in self.kernels:
-            res = k(*[self._get(env, r) for r in k.inputs])
+            res = k(*self._operands(env, k.inputs))
             if isinstance(res, (tuple, list)):
                 for i, r in enumerate(res):
                     env[f"{k.name}:{i}"] = r
@@ -345,6 +346,19 @@ class GradNetCell(nn.Cell):
                 env[f"{k.name}:0"] = res
         outs = [self._get(env, o) for o in self.outputs]
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+    @classmethod
+    def _operands(cls, env, refs):
+        """Names from env; {"const": tensor} as its own tensor; a number as a scalar of the dtype of
+        the node's first tensor operand (what a Python scalar in construct becomes)."""
+        vals = [cls._get(env, r) if isinstance(r, str) else
+                (to_ms(decode(r["const"])) if isinstance(r, dict) else None) for r in refs]
+        like = next((v for v in vals if v is not None), None)
+        for i, r in enumerate(refs):
+            if vals[i] is None:
+                dt = like.asnumpy().dtype if like is not None else np.dtype("float32")
+                vals[i] = to_ms(np.array(r, dtype=dt))
+        return vals
 
     @staticmethod
     def _get(env, ref):
@@ -850,7 +864,14 @@ def main(argv=None) -> int:
     return 0
 
 
+#: UNSUPPORTED.md from this line on is tools/mindspore_functional_oracle.py's; kept on a rewrite.
+FUNCTIONAL_MARKER = "<!-- functional routes: written by tools/mindspore_functional_oracle.py -->"
+
+
 def write_unsupported(out, unsupported, wrong, fd_findings, api_overrides, loose):
+    path = os.path.join(out, "UNSUPPORTED.md")
+    old = open(path).read() if os.path.exists(path) else ""
+    functional = (FUNCTIONAL_MARKER + old.split(FUNCTIONAL_MARKER, 1)[1]) if FUNCTIONAL_MARKER in old else ""
     lines = [
         "# What MindSpore could not do (or did differently)",
         "",
@@ -894,8 +915,8 @@ def write_unsupported(out, unsupported, wrong, fd_findings, api_overrides, loose
               "value. The case's atol is about twice that difference, so both MindSpore's value and an "
               "accurate one pass.", ""]
     lines += [f"- `{n}`: atol {a:g}" for n, a in loose] or ["None."]
-    with open(os.path.join(out, "UNSUPPORTED.md"), "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines) + "\n" + ("\n" + functional if functional else ""))
 
 
 if __name__ == "__main__":

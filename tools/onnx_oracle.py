@@ -149,7 +149,8 @@ class Stem(nn.Module):
 
 
 class Decoder(nn.Module):
-    """ConvTranspose2d (stride, padding, output_padding), InstanceNorm2d, LeakyReLU, a dilated Conv1d."""
+    """ConvTranspose2d (stride, padding, output_padding), InstanceNorm2d, LeakyReLU, nearest
+    upsampling, a dilated Conv1d."""
 
     def __init__(self):
         super().__init__()
@@ -161,6 +162,7 @@ class Decoder(nn.Module):
         u = self.up(x)
         # + u / 2: the instance norm alone would make the up-convolution's bias gradient zero
         h = nn.functional.leaky_relu(self.norm(u), 0.2) + u / 2
+        h = nn.functional.interpolate(h, scale_factor=2, mode="nearest")
         return self.conv(torch.flatten(h, 2))
 
 
@@ -183,25 +185,27 @@ class Activations(nn.Module):
 
 
 def _inputs(name: str, g: torch.Generator) -> tuple[torch.Tensor, ...]:
-    shapes = {"mlp": (3, 6), "mlp_dynamic": (3, 6), "stem": (2, 3, 16, 16), "decoder": (2, 3, 3, 3), "cnn": (2, 2, 8, 8), "resblock": (2, 3, 6, 6), "transformer": (2, 5, 8),
+    name = name.removesuffix("_dynamic")
+    shapes = {"mlp": (3, 6), "stem": (2, 3, 16, 16), "decoder": (2, 3, 3, 3), "cnn": (2, 2, 8, 8), "resblock": (2, 3, 6, 6), "transformer": (2, 5, 8),
               "lstm": (2, 5, 4), "gru": (2, 3, 4), "activations": (2, 2, 4, 4)}
     if name == "embedding":
         return (torch.tensor([[1, 3, 3, 7, 0], [9, 2, 5, 5, 1]], dtype=torch.int64),)
     return (torch.randn(*shapes[name], generator=g),)
 
 
-MODELS = {"mlp": MLP, "mlp_dynamic": MLP, "stem": Stem, "decoder": Decoder, "cnn": CNN, "resblock": BasicBlock, "transformer": Encoder, "lstm": LSTMModel,
+MODELS = {"mlp": MLP, "mlp_dynamic": MLP, "cnn_dynamic": CNN, "transformer_dynamic": Encoder,
+          "lstm_dynamic": LSTMModel, "stem": Stem, "decoder": Decoder, "cnn": CNN, "resblock": BasicBlock, "transformer": Encoder, "lstm": LSTMModel,
           "gru": GRUModel, "embedding": Embedding, "activations": Activations}
 
 
 #: (conv, batchnorm) pairs that an exporter may fuse into one Conv (W * s, (b - mean) * s + beta,
 #: s = gamma / sqrt(var + eps)); the fused initializers' gradients follow from torch's by the chain
 #: rule: dL/dW' = (dL/dW) / s per output channel, dL/db' = dL/dbeta.
-FUSED = {"cnn": [("conv1", "bn1"), ("conv2", "bn2")],
+FUSED = {"cnn": [("conv1", "bn1"), ("conv2", "bn2")], "cnn_dynamic": [("conv1", "bn1"), ("conv2", "bn2")],
          "resblock": [("conv1", "bn1"), ("conv2", "bn2"), ("downsample.0", "downsample.1")],
          "stem": [("conv", "bn")]}
 #: models exported with a free batch dimension (``dynamic_shapes`` / ``dynamic_axes``)
-DYNAMIC = {"mlp_dynamic"}
+DYNAMIC = {"mlp_dynamic", "cnn_dynamic", "transformer_dynamic", "lstm_dynamic"}
 
 
 def fused_candidates(name: str, model: nn.Module, grads) -> list[tuple[str, np.ndarray, dict[str, np.ndarray]]]:

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .importer import Builder, Node, Val, constant
+from ..errors import TooLargeError
+from .importer import MAX_CONSTANT_ELEMENTS, Builder, Node, Val, constant
 
 Converter = Callable[[Builder, Node], list]
 CONVERTERS: dict[str, Converter] = {}
@@ -40,6 +41,16 @@ def folder(*names: str):
         return fn
 
     return register
+
+
+def room(n: Node, shape, what: str) -> None:
+    """Refuse, before allocating it, a constant the import would build over the element limit
+    (a ConstantOfShape of [10**6, 10**6] is a few bytes of ONNX)."""
+    count = math.prod(max(0, int(d)) for d in shape)
+    limit = MAX_CONSTANT_ELEMENTS.get()
+    if count > limit:
+        raise TooLargeError(f"{n.label()}: {what} would hold {count} elements, over the import's limit of {limit}",
+                            n.path)
 
 
 def static(node: Node, i: int, what: str) -> np.ndarray:
@@ -92,11 +103,14 @@ UNARY = {"Neg": "Neg", "Sqrt": "Sqrt", "Exp": "Exp", "Log": "Log", "Erf": "Erf",
 @converter(*BINARY)
 def _binary(b: Builder, n: Node) -> list:
     x, y = n.inputs[0], n.inputs[1]
+    # a free-dimension-shaped constant (size 1 there) broadcasts against a full operand
+    ok = (x.broadcast != y.broadcast) and (y if x.broadcast else x).rank is not None and \
+        (y if x.broadcast else x).rank >= (x if x.broadcast else y).rank
     if n.op_type == "Div" and np.issubdtype(x.dtype, np.integer):
         raise n.unsupported("integer Div of non-constant tensors (ONNX truncates, the catalog's Div floors)")
     if n.op_type == "Pow" and y.dtype != x.dtype and y.const is not None:
         y = constant(y.const.astype(x.dtype))  # x ** 2 with an integer exponent: x's dtype
-    return [b.op(BINARY[n.op_type], [x, y], name=out(n))]
+    return [b.op(BINARY[n.op_type], [x, y], name=out(n), broadcast_ok=ok)]
 
 
 @converter(*UNARY)
@@ -128,6 +142,7 @@ def _identity(b: Builder, n: Node) -> list:
     results = [n.inputs[0]]
     if n.op_type == "Dropout" and len(n.outputs) > 1 and n.outputs[1]:
         x = n.inputs[0]
+        room(n, need_static(n, x), "its mask")
         results.append(constant(np.ones(need_static(n, x), np.bool_)))
     return results
 
@@ -219,6 +234,7 @@ def _trilu(b: Builder, n: Node) -> list:
     x = n.inputs[0]
     k = int(np.asarray(static(n, 1, "k")).reshape(-1)[0]) if n.input(1) is not None else 0
     rows, cols = need_static(n, x)[-2:] if x.rank and x.rank >= 2 else need_static(n, x)
+    room(n, (rows, cols), "its mask")
     ones = np.ones((rows, cols), x.dtype)
     mask = np.triu(ones, k) if n.attr("upper", 1) else np.tril(ones, k)
     return [b.op("Mul", [x, constant(mask)], name=out(n))]
@@ -306,10 +322,14 @@ def _constant_value(n: Node) -> np.ndarray:
 
 @converter("ConstantOfShape")
 def _constant_of_shape(b: Builder, n: Node) -> list:
-    shape = ints(static(n, 0, "shape"))
+    shape = _shape_entries(n, 0, "shape")
     value = n.attr("value")
     value = np.zeros(1, np.float32) if value is None else value
-    return [constant(np.full(shape, value.reshape(-1)[0], value.dtype))]
+    free = [isinstance(d, str) for d in shape]
+    room(n, [1 if f else d for d, f in zip(shape, free)], "the constant")
+    v = constant(np.full([1 if f else d for d, f in zip(shape, free)], value.reshape(-1)[0], value.dtype))
+    v.broadcast = any(free)
+    return [v]
 
 
 @converter("Shape", "Size")
@@ -324,28 +344,51 @@ def _shape(b: Builder, n: Node) -> list:
     start, end = n.attr("start", 0), n.attr("end", r)
     start, end = max(0, min(r, axis_of(start, r))), max(0, min(r, axis_of(end, r)))
     picked = dims[start:end]
-    if any(d is None for d in picked):
-        raise n.unsupported(
-            f"its input has the free dimension(s) {[i + start for i, d in enumerate(picked) if d is None]} "
-            "and gradnet/1 needs the shapes the graph computes as constants: export the model with static "
-            "shapes, or with a free dimension that no Shape reads")
-    return [constant(np.asarray(picked, np.int64))]
+    if all(d is not None for d in picked):
+        return [constant(np.asarray(picked, np.int64))]
+    # free dimensions: a symbolic shape, which Reshape and Expand can still read
+    symbols = x.symbols or (None,) * r
+    entries = [d if d is not None else (symbols[start + i] or f"?{n.input_names[0]}[{start + i}]")
+               for i, d in enumerate(picked)]
+    return [symbolic(np.asarray(entries, dtype=object))]
+
+
+def symbolic(value: np.ndarray) -> Val:
+    """A folded shape value: a constant when every entry is known, else a symbolic one."""
+    value = np.asarray(value)
+    if value.dtype.kind in "US":  # np.take of an object array hands back a bare str
+        value = value.astype(object)
+    if value.dtype != object:
+        return constant(value)
+    if all(isinstance(e, (int, np.integer)) for e in value.reshape(-1)):
+        return constant(value.astype(np.int64))
+    return Val(None, tuple(value.shape), np.dtype(np.int64), sym=value)
+
+
+def _shape_entries(n: Node, i: int, what: str) -> list:
+    """A shape input's entries: ints, and a symbol (str) for each free dimension."""
+    v = n.input(i)
+    if v is not None and v.sym is not None:
+        return [e if isinstance(e, str) else int(e) for e in v.sym.reshape(-1)]
+    return ints(static(n, i, what))
 
 
 @converter("Reshape")
 def _reshape(b: Builder, n: Node) -> list:
     x = n.inputs[0]
-    shape = ints(static(n, 1, "shape"))
+    shape = _shape_entries(n, 1, "shape")
     allowzero = n.attr("allowzero", 0)
     target: list[int | None] = []
     for i, d in enumerate(shape):
-        if d == 0 and not allowzero:
+        if isinstance(d, str):
+            target.append(None)  # a free dimension: inferred (-1) below
+        elif d == 0 and not allowzero:
             if x.rank is None or i >= x.rank:
                 raise n.unsupported("a 0 in shape copies an input dimension, but the input's rank is unknown")
             target.append(x.shape[i])
         else:
             target.append(d)
-    if x.static:
+    if x.static and None not in target:
         size = math.prod(x.shape)
         known = math.prod(d for d in target if d != -1)
         final = [size // known if d == -1 and known else d for d in target]
@@ -355,7 +398,13 @@ def _reshape(b: Builder, n: Node) -> list:
             raise n.unsupported(f"the target shape {shape} leaves {len(unknown)} dimensions to infer from a "
                                 "tensor with free dimensions; gradnet's Reshape infers one (-1)")
         final = [-1 if d is None else d for d in target]
-    return [b.op("Reshape", [x], {"shape": final}, name=out(n))]
+    y = b.op("Reshape", [x], {"shape": final}, name=out(n))
+    if y.shape is None or len(y.shape) != len(final):  # the free entry is the one left to infer
+        y.shape = tuple(None if d == -1 else d for d in final)
+        free = [shape[i] for i, d in enumerate(final) if d == -1]
+        y.symbols = tuple((free[0] if free and isinstance(free[0], str) and not free[0].startswith("?") else None)
+                          if d == -1 else None for d in final)
+    return [y]
 
 
 @converter("Flatten")
@@ -482,16 +531,35 @@ def _gather(b: Builder, n: Node) -> list:
 @converter("Expand")
 def _expand(b: Builder, n: Node) -> list:
     x = n.inputs[0]
-    shape = ints(static(n, 1, "shape"))
+    shape = _shape_entries(n, 1, "shape")
     r = max(need_rank(n, x), len(shape))
     xs = [1] * (r - x.rank) + list(x.shape)
+    xsyms = [None] * (r - x.rank) + list(x.symbols or (None,) * x.rank)
     ts = [1] * (r - len(shape)) + shape
     target = []
+    placeholder = False
     for i, (a, t) in enumerate(zip(xs, ts)):
-        if t == 1:
+        if isinstance(t, str):
+            if a is None and xsyms[i] == t and i >= r - x.rank:
+                target.append(-1)  # the input's own free dimension
+            elif a == 1:
+                target.append(1)  # size 1, to be broadcast along the free dimension by what it meets
+                placeholder = True
+            else:
+                raise n.unsupported(f"it expands axis {i} to the free dimension '{t}'")
+        elif t == 1:
             target.append(-1 if a is None and i >= r - x.rank else (a if a is not None else 1))
         else:
             target.append(t)
+    if placeholder:
+        full = [1 if d == -1 else d for d in target]
+        if x.const is not None and x.foldable:
+            room(n, full, "the expanded constant")
+            v = constant(np.broadcast_to(x.const.reshape([1] * (r - x.rank) + list(x.const.shape)), full).copy())
+        else:
+            v = b.op("BroadcastTo", [x], {"shape": full}, name=out(n), broadcast_ok=x.broadcast)
+        v.broadcast = True
+        return [v]
     if target == xs and r == x.rank:
         return [x]
     return [b.op("BroadcastTo", [x], {"shape": target}, name=out(n))]
@@ -520,6 +588,51 @@ def _pad(b: Builder, n: Node) -> list:
         a = axis_of(a, r)
         pairs[2 * a], pairs[2 * a + 1] = pads[j], pads[j + k]
     return [b.op("Pad", [x], {"paddings": pairs, "value": value}, name=out(n))]
+
+
+@converter("Resize", "Upsample")
+def _resize(b: Builder, n: Node) -> list:
+    """Nearest-neighbour upsampling by integer factors: each element repeated, which is what
+    nearest mode gives for an integer scale whichever coordinate mode (asymmetric + floor,
+    half_pixel + round_prefer_floor, ...) except align_corners."""
+    x = n.inputs[0]
+    r = need_rank(n, x)
+    mode = n.attr("mode", "nearest")
+    if mode != "nearest":
+        raise n.unsupported(f"mode '{mode}' (only 'nearest' with integer scales)")
+    if n.attr("coordinate_transformation_mode", "half_pixel") in ("align_corners", "tf_crop_and_resize"):
+        raise n.unsupported(f"coordinate_transformation_mode '{n.attr('coordinate_transformation_mode')}'")
+    if n.attr("axes") is not None or n.attr("antialias", 0):
+        raise n.unsupported("axes or antialias")
+    if n.op_type == "Upsample":
+        scales = [float(v) for v in np.asarray(static(n, 1, "scales")).reshape(-1)]
+    else:
+        sizes_in = n.input(3)
+        scales_in = n.input(2)
+        if scales_in is not None and scales_in.const is not None and scales_in.const.size:
+            scales = [float(v) for v in scales_in.const.reshape(-1)]
+        elif sizes_in is not None:
+            sizes = ints(static(n, 3, "sizes"))
+            dims = need_static(n, x)
+            scales = [o / i for o, i in zip(sizes, dims)]
+        else:
+            raise n.unsupported("it has neither constant scales nor constant sizes")
+    if len(scales) != r or any(s < 1 or s != int(s) for s in scales):
+        raise n.unsupported(f"scales {scales} (only integer factors >= 1, one per axis)")
+    factors = [int(s) for s in scales]
+    if all(f == 1 for f in factors):
+        return [x]
+    if any(d is None for d, f in zip(x.shape, factors) if f != 1):
+        raise n.unsupported("an upsampled axis has a free size")
+    # [.., d, ..] -> [.., d, 1, ..] -> broadcast [.., d, f, ..] -> [.., d * f, ..]
+    expanded, target, final = [], [], []
+    for d, f in zip(x.shape, factors):
+        expanded += [-1 if d is None else d, 1]
+        target += [-1 if d is None else d, f]
+        final.append(-1 if d is None else d * f)
+    y = b.op("Reshape", [x], {"shape": expanded})
+    y = b.op("BroadcastTo", [y], {"shape": target})
+    return [b.op("Reshape", [y], {"shape": final}, name=out(n))]
 
 
 # -- linear algebra and reductions ---------------------------------------------------------------------
@@ -734,6 +847,7 @@ def _pool(b: Builder, n: Node) -> list:
                 base = [int(p) for p in n.attr("pads", [0, 0, 0, 0])] if n.attr("auto_pad", "NOTSET") == "NOTSET" else None
                 if base is not None and not one_d:
                     ceil_extra = [bottom - base[2], right - base[3]]
+            room(n, (h, w_), "its divisor")
             counts = _pool_counts((h, w_), kernel, strides, (top, bottom, left, right), include, ceil_extra)
             factor = (kernel[0] * kernel[1]) / counts
             y = b.op("Mul", [y, constant(factor.astype(x.dtype))], name=final)
@@ -791,6 +905,7 @@ def _layer_norm(b: Builder, n: Node) -> list:
     if tuple(scale.shape) != tuple(want):
         scale = b.op("BroadcastTo", [scale], {"shape": list(want)})
     if bias is None:
+        room(n, want, "its zero bias")
         bias = constant(np.zeros(want, x.dtype))
     elif tuple(bias.shape) != tuple(want):
         bias = b.op("BroadcastTo", [bias], {"shape": list(want)})
@@ -820,23 +935,48 @@ def _instance_norm(b: Builder, n: Node) -> list:
     return [b.op("Add", [b.op("Mul", [normed, s]), c], name=out(n))]
 
 
+@converter("GroupNormalization")
+def _group_norm(b: Builder, n: Node) -> list:
+    """Normalize each group of channels over (its channels, the spatial axes), then scale and
+    shift per channel (opset 21; the checker refuses opset 18's deprecated per-group form)."""
+    x, scale, bias = n.inputs[:3]
+    r = need_rank(n, x)
+    groups = int(n.attr("num_groups"))
+    eps = float(n.attr("epsilon", 1e-5))
+    c = x.shape[1]
+    if c is None or any(d is None for d in x.shape[2:]):
+        raise n.unsupported("the channel and spatial sizes must be static")
+    if c % groups:
+        raise n.unsupported(f"num_groups {groups} does not divide the {c} channels")
+    lead = -1 if x.shape[0] is None else x.shape[0]
+    g = b.op("Reshape", [x], {"shape": [lead, groups, -1]})
+    mean = b.op("ReduceMean", [g], {"axis": [2], "keep_dims": True})
+    d = b.op("Sub", [g, mean])
+    var = b.op("ReduceMean", [b.op("Mul", [d, d])], {"axis": [2], "keep_dims": True})
+    normed = b.op("Mul", [d, b.op("Rsqrt", [b.op("Add", [var, scalar(eps, var)])])])
+    normed = b.op("Reshape", [normed], {"shape": [lead] + list(x.shape[1:])})
+    per_channel = [c] + [1] * (r - 2)
+
+    def channels(v: Val) -> Val:
+        return b.op("Reshape", [v], {"shape": per_channel})
+
+    return [b.op("Add", [b.op("Mul", [normed, channels(scale)]), channels(bias)], name=out(n))]
+
+
 # -- recurrent layers, unrolled over a static sequence length -----------------------------------------
 
 
 def _rnn_common(n: Node, gates: int):
-    x, w, r_ = n.inputs[0], n.inputs[1], n.inputs[2]
     if n.input(4) is not None:
         raise n.unsupported("sequence_lens (variable-length sequences); leave the input empty")
     if n.attr("clip") is not None:
         raise n.unsupported("clip")
     if n.attr("activations") is not None:
-        default = {3: ["Sigmoid", "Tanh", "Tanh"], 4: ["Sigmoid", "Tanh", "Tanh"]}
+        default = ["sigmoid", "tanh", "tanh"] if gates == 4 else ["sigmoid", "tanh"]
         acts = [a.lower() for a in n.attr("activations")]
-        if any(a != d.lower() for a, d in zip(acts, default[4] * 2)):
+        if acts != default * (len(acts) // len(default)) or len(acts) % len(default):
             raise n.unsupported(f"activations {n.attr('activations')} (only the defaults)")
-    layout = int(n.attr("layout", 0))
-    if layout:
-        x = None  # handled by the caller (transpose)
+    layout = int(n.attr("layout", 0))  # 1 (batch first): the caller transposes
     hidden = int(n.attr("hidden_size"))
     direction = n.attr("direction", "forward")
     dirs = {"forward": [False], "reverse": [True], "bidirectional": [False, True]}[direction]
@@ -853,21 +993,27 @@ def _rnn(b: Builder, n: Node, kind: str) -> list:
         raise n.unsupported("input_forget=1")
     if layout:
         x = b.op("Transpose", [x], {"input_perm": [1, 0, 2]})
-    seq, batch, _ = need_static(n, x, "its input X")
+    if x.rank != 3 or x.shape[0] is None:
+        raise n.unsupported("its input X needs a static sequence length (the steps are unrolled)")
+    seq, batch = x.shape[0], x.shape[1] or 1  # a free batch: zero states of size 1 broadcast
     h0, c0 = n.input(5), n.input(6) if kind == "LSTM" else None
     if layout:
         h0 = None if h0 is None else b.op("Transpose", [h0], {"input_perm": [1, 0, 2]})
         c0 = None if c0 is None else b.op("Transpose", [c0], {"input_perm": [1, 0, 2]})
+    room(n, (batch, hidden * gates), "its zero states")
     steps = b.op("Split", [x], {"axis": 0, "output_num": seq}) if seq > 1 else [x]
     steps = steps if isinstance(steps, list) else [steps]
     steps = [b.op("Squeeze", [s], {"axis": [0]}) for s in steps]
     ys, hs, cs = [], [], []
     for d, reverse in enumerate(dirs):
-        def pick(v: Val | None) -> Val | None:
+        def pick(v: Val | None, d: int = d) -> Val | None:
             if v is None:
                 return None
+            # an initial state may be a zeros constant of a free batch size (size 1 there): the
+            # step's Add broadcasts it
             return b.op("Squeeze", [b.op("Slice", [v], {"begin": [d] + [0] * (v.rank - 1),
-                                                       "size": [1] + [-1] * (v.rank - 1)})], {"axis": [0]})
+                                                       "size": [1] + [-1] * (v.rank - 1)}, broadcast_ok=True)],
+                        {"axis": [0]})
 
         wd, rd = pick(w), pick(r_)  # [G*H, I], [G*H, H]
         bd = pick(bias)  # [2*G*H]
@@ -948,6 +1094,7 @@ def _gru(b: Builder, n: Node) -> list:
 
 def _np_binary(fn):
     def fold(n, x, y):
+        room(n, np.broadcast_shapes(np.shape(x), np.shape(y)), "the folded value")
         return [np.asarray(fn(x, y))]
 
     return fold
@@ -1047,16 +1194,21 @@ def _fold_transpose(n, x):
 @folder("Expand")
 def _fold_expand(n, x, shape):
     target = np.broadcast_shapes(x.shape, tuple(int(d) for d in shape.reshape(-1)))
+    room(n, target, "the expanded constant")
     return [np.broadcast_to(x, target).copy()]
 
 
 @folder("Where")
 def _fold_where(n, c, x, y):
+    room(n, np.broadcast_shapes(np.shape(c), np.shape(x), np.shape(y)), "the folded value")
     return [np.where(c, x, y)]
 
 
 @folder("Range")
 def _fold_range(n, start, limit, delta):
+    if delta == 0:
+        raise n.unsupported("Range with delta 0")
+    room(n, [max(0, math.ceil((float(limit) - float(start)) / float(delta)))], "the range")
     return [np.arange(start, limit, delta, dtype=start.dtype)]
 
 
@@ -1082,6 +1234,7 @@ def _fold_reduce(n, x, axes=None):
 def _fold_constant_of_shape(n, shape):
     value = n.attr("value")
     value = np.zeros(1, np.float32) if value is None else value
+    room(n, [int(d) for d in shape.reshape(-1)], "the constant")
     return [np.full([int(d) for d in shape.reshape(-1)], value.reshape(-1)[0], value.dtype)]
 
 
@@ -1104,3 +1257,35 @@ def _constant_only(b: Builder, n: Node) -> list:
 
 for _name in CONSTANT_ONLY_OPS:
     CONVERTERS[_name] = _constant_only
+
+
+# -- folding shapes with free dimensions: the same folders on object arrays ---------------------------
+
+
+def _sym_arith(fn):
+    def entry(a, c):
+        if isinstance(a, str) or isinstance(c, str):
+            return "?"
+        return int(fn(int(a), int(c)))
+
+    vec = np.frompyfunc(entry, 2, 1)
+
+    def fold(n, x, y):
+        return [np.asarray(vec(np.asarray(x, dtype=object), np.asarray(y, dtype=object)), dtype=object)]
+
+    return fold
+
+
+def _sym_cast(n, x, *rest):
+    return [x]
+
+
+SYM_FOLDERS: dict[str, Callable[..., list]] = {
+    name: FOLDERS[name] for name in ("Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Identity", "Reshape")
+}
+SYM_FOLDERS.update({"Cast": _sym_cast, "CastLike": _sym_cast, "Add": _sym_arith(lambda a, c: a + c),
+                    "Sub": _sym_arith(lambda a, c: a - c), "Mul": _sym_arith(lambda a, c: a * c),
+                    "Div": _sym_arith(lambda a, c: math.trunc(a / c))})
+
+#: folders that keep a free-dimension-shaped constant one (its size-1 free axes stay where they are)
+BROADCAST_SAFE = frozenset({"Slice", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Cast", "CastLike"})

@@ -3,7 +3,9 @@
 An op is a small table entry: its JAX forward, the names of its tensor inputs, and the schema of
 its attrs (MindSpore's constructor arguments plus non-tensor call arguments, under MindSpore's
 names and defaults). JAX differentiates the forward; where MindSpore's gradient differs from JAX's
-(ties in Maximum, for instance) the entry's forward carries a ``jax.custom_vjp`` next to it.
+(a NaN operand of Maximum, for instance) the entry's forward carries a ``jax.custom_jvp`` next to it
+(linear in the tangents, so reverse mode, forward mode and second order all follow MindSpore's rule;
+docs/backward-rules.md).
 Adding an op means adding one decorated function in one of the modules of this package.
 """
 
@@ -152,6 +154,7 @@ class OpDef:
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "aliases": sorted(a for a, target in OP_ALIASES.items() if target == self.name),
             "inputs": list(self.inputs),
             "attrs": [a.to_json() for a in self.attrs],
             "outputs": self.outputs if isinstance(self.outputs, int) else "depends on attrs",
@@ -160,6 +163,21 @@ class OpDef:
 
 
 OPS: dict[str, OpDef] = {}
+
+#: MindSpore's renamed primitives: the old name, still exported by MindSpore 2.10 as a deprecated
+#: class (mindspore/ops/deprecated.py, ``@deprecated("1.1", <new name>)``), -> the catalog op with
+#: the same semantics. A node may name either; the network keeps the catalog name, so its
+#: canonical form and id are the same whichever name a client wrote, and GET /networks/{id} reads
+#: back the catalog name. Checked with MindSpore 2.10 (CPU, PyNative): TensorAdd, Gelu and Pack
+#: give Add's, GeLU's and Stack's values and gradients; GatherV2 (params, indices, axis) is Gather
+#: with batch_dims 0, though 2.10's own GatherV2 no longer runs ("the inputs number should be 4").
+#: Not here: FastGelu -> FastGeLU and Unpack -> Unstack (no such catalog op).
+OP_ALIASES: dict[str, str] = {
+    "TensorAdd": "Add",
+    "Gelu": "GeLU",
+    "Pack": "Stack",
+    "GatherV2": "Gather",
+}
 
 
 def op(
@@ -181,9 +199,12 @@ def op(
 
 
 def lookup(name: Any, path: str) -> OpDef:
-    if isinstance(name, str) and name in OPS:
-        return OPS[name]
-    hint = difflib.get_close_matches(str(name), list(OPS), n=1) if isinstance(name, str) else []
+    """The op named ``name``, a catalog name or one of :data:`OP_ALIASES` (which gives its target)."""
+    if isinstance(name, str):
+        name = OP_ALIASES.get(name, name)
+        if name in OPS:
+            return OPS[name]
+    hint = difflib.get_close_matches(str(name), list(OPS) + list(OP_ALIASES), n=1) if isinstance(name, str) else []
     raise UnknownOpError(
         f"unknown op {name!r}" + (f" (did you mean '{hint[0]}'?)" if hint else "")
         + "; GET /ops lists the supported MindSpore primitives",
@@ -192,4 +213,6 @@ def lookup(name: Any, path: str) -> OpDef:
 
 
 def catalog() -> list[dict[str, Any]]:
+    missing = {a: t for a, t in OP_ALIASES.items() if t not in OPS or a in OPS}
+    assert not missing, f"op aliases without a target, or shadowing an op: {missing}"
     return [OPS[name].to_json() for name in sorted(OPS)]

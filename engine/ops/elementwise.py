@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 from ..dtypes import DTYPES
 from .catalog import Attr, op
@@ -14,26 +15,88 @@ XY = ("x", "y")
 
 
 
+# Where MindSpore's registered backward is not JAX's derivative (API.md section 3), the op carries
+# a jax.custom_jvp, not a custom_vjp: its tangent rule is linear in the tangents, so reverse mode
+# (JAX transposes it) gives MindSpore's backward, forward mode (/jvp, forward /jacobian, /hvp)
+# gives the same first-order rule, and differentiating the rule again gives second derivatives.
+
 # MindSpore's AbsGrad is dy * sign(x) (0 at 0) and ReLU6Grad passes dy on 0 < x <= 6 (so 1 at
-# 6); JAX's defaults differ at exactly those points, so these two carry their own VJP.
-@jax.custom_vjp
+# 6); JAX's defaults differ at exactly those points.
+@jax.custom_jvp
 def _abs(x: jax.Array) -> jax.Array:
     return jnp.abs(x)
 
 
-_abs.defvjp(lambda x: (jnp.abs(x), x), lambda x, g: (g * jnp.sign(x),))
+_abs.defjvp(lambda primals, tangents: (_abs(primals[0]), tangents[0] * jnp.sign(primals[0])))
 
 
-@jax.custom_vjp
+@jax.custom_jvp
 def _relu6(x: jax.Array) -> jax.Array:
     return jnp.clip(x, 0, 6)
 
 
-_relu6.defvjp(lambda x: (jnp.clip(x, 0, 6), x), lambda x, g: (jnp.where((x > 0) & (x <= 6), g, jnp.zeros_like(g)),))
+@_relu6.defjvp
+def _relu6_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return _relu6(x), jnp.where((x > 0) & (x <= 6), t, jnp.zeros_like(t))
 
 
-def _inexact(x: jax.Array) -> bool:
-    return jnp.issubdtype(x.dtype, jnp.inexact)
+# MindSpore's MinimumMaximumGrad (grad_math_ops.cc): a tie (x == y) gives each side half, then
+# x gets nothing where x < y (Maximum) or x > y (Minimum), else everything; y likewise. A NaN
+# operand is neither equal, less nor greater, so BOTH sides get the whole cotangent (MindSpore
+# 2.10 measured: x = [nan, 1, 2], y = [1, nan, 2] give [1, 1, 0.5] to each); JAX gives both 0.
+def _extremum(pick, loses):
+    @jax.custom_jvp
+    def f(x, y):
+        return pick(x, y)
+
+    @f.defjvp
+    def f_jvp(primals, tangents):
+        (x, y), (tx, ty) = primals, tangents
+        out = f(x, y)
+        half = jnp.asarray(0.5, out.dtype)
+        cx = jnp.where(x == y, half, jnp.where(loses(x, y), 0, 1).astype(out.dtype))
+        cy = jnp.where(x == y, half, jnp.where(loses(y, x), 0, 1).astype(out.dtype))
+        return out, cx * tx.astype(out.dtype) + cy * ty.astype(out.dtype)
+
+    return f
+
+
+_maximum = _extremum(jnp.maximum, lambda a, b: a < b)
+_minimum = _extremum(jnp.minimum, lambda a, b: a > b)
+
+
+# Pow: d/dx is JAX's. d/dy (the exponent) is out * log(x) as in JAX and MindSpore, except at
+# x == 0, where the two differ and MindSpore 2.10 is the contract (measured on CPU, float32 and
+# float64): 0 where y >= 0 (JAX: 0 too) and -inf where y < 0 (JAX: NaN, from log(1) * inf);
+# NaN where y is NaN. x < 0 gives NaN in both (log of a negative number). MindSpore's source
+# reads select(x < 0, 1, x) inside the log, which would give 0 there, but 2.10 does not.
+@jax.custom_jvp
+def _pow(x, y):
+    return jnp.power(x, y)
+
+
+def _pow_jvp(primals, tangents):
+    # Symbolic zeros: a tangent that is structurally zero (x or y held constant) adds nothing, so
+    # differentiating in y alone at x == 0, y < 0 gives -inf, not 0 * inf = NaN from the x term.
+    (x, y), (tx, ty) = primals, tangents
+    out = _pow(x, y)
+    tangent = jnp.zeros(out.shape, out.dtype)
+    if not isinstance(tx, SymbolicZero):
+        tangent = tangent + jax.jvp(lambda a: jnp.power(a, y), (x,), (tx,))[1]
+    if not isinstance(ty, SymbolicZero):
+        zero = x == 0
+        at_zero = jnp.where(y >= 0, 0.0, jnp.where(y < 0, -jnp.inf, jnp.nan)).astype(out.dtype)
+        coef = jnp.where(zero, at_zero, out * jnp.log(jnp.where(zero, jnp.ones_like(x), x)))
+        tangent = tangent + coef * ty.astype(out.dtype)
+    return out, tangent
+
+
+_pow.defjvp(_pow_jvp, symbolic_zeros=True)
+
+
+def _inexact(x) -> bool:
+    return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
 
 
 @op("Add", inputs=XY)
@@ -74,19 +137,27 @@ def real_div(x, y):
 
 @op("Pow", inputs=XY)
 def pow_(x, y):
-    """x ** y."""
+    """x ** y (the exponent's gradient at x == 0 is MindSpore's: 0 for y >= 0, -inf for y < 0)."""
+    if _inexact(x) and _inexact(y):
+        return _pow(x, y)
     return jnp.power(x, y)
 
 
 @op("Maximum", inputs=XY)
 def maximum(x, y):
-    """Elementwise maximum; on a tie the gradient is split equally, as in MindSpore."""
+    """Elementwise maximum; on a tie the gradient is split equally and a NaN operand sends the whole
+    gradient to both sides, as in MindSpore."""
+    if _inexact(x) and _inexact(y):
+        return _maximum(x, y)
     return jnp.maximum(x, y)
 
 
 @op("Minimum", inputs=XY)
 def minimum(x, y):
-    """Elementwise minimum; on a tie the gradient is split equally, as in MindSpore."""
+    """Elementwise minimum; on a tie the gradient is split equally and a NaN operand sends the whole
+    gradient to both sides, as in MindSpore."""
+    if _inexact(x) and _inexact(y):
+        return _minimum(x, y)
     return jnp.minimum(x, y)
 
 

@@ -31,13 +31,33 @@ def bias_add(x, bias, *, data_format):
     return x + bias.reshape((1, -1) + (1,) * (x.ndim - 2))
 
 
+# MindSpore's bprop (grad_nn_ops.cc) is dlogits = backprop * dloss[..., None], with backprop =
+# softmax(logits) - labels the op's own second output, WHATEVER THE LABELS SUM TO (the loss's
+# derivative is softmax * sum(labels) - labels); labels get zero and the second output's cotangent
+# is ignored. As a custom_jvp (linear in the tangents, so JAX's transpose is that bprop, and
+# forward mode and second order follow the same rule): the loss's tangent is
+# sum(backprop * t_logits), backprop's tangent is zero.
+@jax.custom_jvp
+def _softmax_ce(logits, labels):
+    loss = -jnp.sum(labels * jax.nn.log_softmax(logits, axis=-1), axis=-1)
+    return loss, jax.nn.softmax(logits, axis=-1) - labels
+
+
+@_softmax_ce.defjvp
+def _softmax_ce_jvp(primals, tangents):
+    (logits, labels), (t_logits, _t_labels) = primals, tangents
+    loss, backprop = _softmax_ce(logits, labels)
+    # The coefficient is recomputed from plain ops (not taken from the custom output, whose
+    # tangent is zero) so that differentiating this rule gives softmax's true second derivative.
+    coef = jax.nn.softmax(logits, axis=-1) - labels
+    return (loss, backprop), (jnp.sum(coef * t_logits, axis=-1), jnp.zeros_like(backprop))
+
+
 @op("SoftmaxCrossEntropyWithLogits", inputs=("logits", "labels"), outputs=2)
 def softmax_cross_entropy_with_logits(logits, labels):
-    """(loss per row, its gradient softmax - labels); as in MindSpore, labels get no gradient."""
-    labels = lax.stop_gradient(labels)
-    loss = -jnp.sum(labels * jax.nn.log_softmax(logits, axis=-1), axis=-1)
-    backprop = lax.stop_gradient(jax.nn.softmax(logits, axis=-1) - labels)
-    return loss, backprop
+    """(loss per row, softmax - labels); gradient MindSpore's (softmax - labels) * dloss whatever the
+    labels sum to; labels and the second output pass no gradient."""
+    return _softmax_ce(logits, labels)
 
 
 def _sparse_ce_dlogits(logits, labels):

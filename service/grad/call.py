@@ -1,10 +1,12 @@
-"""The parsed ``/grad`` call: one typed object from the request body's JSON.
+"""The parsed call of a transform route (``/grad``, ``/jvp``, ``/vjp``, ``/jacobian``,
+``/hvp``): one typed object from the request body's JSON.
 
-:func:`parse_call` checks the fields that are not tensors (unknown fields, the flags and
-weights through the engine's :func:`engine.request.parse_flags`, ``output_encoding``,
-``timeout_ms``); :func:`decode_tensors` decodes the tensors (inputs, parameters, sens) through
-the engine's ``decode_*`` functions and the body's binary framing. Which network it is for is
-the handler's business (registry or inline); whether it fits that network, the validator's.
+:func:`parse_call` checks the fields that are not tensors (unknown fields, and the transform's
+spec through the engine's :func:`engine.request.parse_spec`, ``output_encoding``,
+``timeout_ms``); :func:`decode_tensors` decodes the tensors (inputs, parameters, and the call's
+vectors: sens, tangents, cotangents or hvp vectors) through the engine's ``decode_*`` functions
+and the body's binary framing. Which network it is for is the handler's business (registry or
+inline); whether it fits that network, the validator's.
 """
 
 from __future__ import annotations
@@ -15,40 +17,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import ArgumentError
-from engine.request import decode_inputs, decode_parameters, decode_sens, parse_flags
+from engine.request import decode_inputs, decode_parameters, decode_vectors, parse_spec
+from engine.transforms import Spec
 
 from ..http.body import Body
 from ..http.encode import ENCODINGS
 
-#: every field a /grad request may have
-FIELDS = frozenset({
-    "network", "network_id", "inputs", "parameters", "get_all", "get_by_list", "sens_param", "weights",
-    "sens", "return_value", "output_encoding", "timeout_ms",
-})
-
 
 @dataclass(slots=True)
 class GradCall:
-    """A /grad call's arguments, type-checked (tensors once :func:`decode_tensors` ran)."""
+    """A transform call's arguments, type-checked (tensors once :func:`decode_tensors` ran)."""
 
-    get_all: bool
-    get_by_list: bool
-    sens_param: bool
-    return_value: bool
-    weights: list[str] | None
+    spec: Spec
     output_encoding: str
     timeout_ms: float
     inputs: Any = None  # a list of arrays, or an object of named arrays
     parameters: dict[str, Any] | None = None
-    sens: Any = None
+    extra: Any = None  # the call's vectors (the spec's extra_field): None, an array or a list
 
 
-def parse_call(doc: Mapping[str, Any], default_timeout_ms: float) -> GradCall:
-    """The call's flags and options (tensors are decoded later)."""
-    for key in doc:
-        if key not in FIELDS:
-            raise ArgumentError(f"unknown field '{key}': a /grad request has {', '.join(sorted(FIELDS))}", key)
-    flags = parse_flags(doc)
+def parse_call(doc: Mapping[str, Any], default_timeout_ms: float, transform: str = "grad") -> GradCall:
+    """The call's spec and options (tensors are decoded later)."""
+    spec = parse_spec(transform, doc)
     encoding = doc.get("output_encoding", "json")
     if encoding not in ENCODINGS:
         raise ArgumentError(
@@ -61,13 +51,15 @@ def parse_call(doc: Mapping[str, Any], default_timeout_ms: float) -> GradCall:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0 or math.isinf(timeout):
         raise ArgumentError(f"'timeout_ms' must be a positive number of milliseconds, got {timeout!r}",
                             "timeout_ms")
-    return GradCall(output_encoding=encoding, timeout_ms=float(timeout), **flags)
+    return GradCall(spec, encoding, float(timeout))
 
 
 def decode_tensors(call: GradCall, body: Body) -> GradCall:
-    """``call`` with its inputs, parameters and sens decoded from ``body``."""
+    """``call`` with its inputs, parameters and vectors decoded from ``body``."""
     doc, tensor = body.doc, body.tensor
-    call.sens = decode_sens(doc.get("sens"), tensor=tensor)
+    field = call.spec.extra_field
+    if field is not None:
+        call.extra = decode_vectors(doc.get(field), field, tensor=tensor)
     call.inputs = decode_inputs(doc.get("inputs", []), tensor=tensor)
     call.parameters = decode_parameters(doc.get("parameters"), tensor=tensor)
     return call

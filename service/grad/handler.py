@@ -1,4 +1,5 @@
-"""The ``POST /grad`` handler: body in, call parsed and validated, job to the pool, answer out.
+"""The handler of every transform route (``POST /grad``, ``/jvp``, ``/vjp``, ``/jacobian``,
+``/hvp``; one instance per route): body in, call parsed and validated, job to the pool, answer out.
 
 A request is parsed and validated entirely in the server (orjson, the engine's network parser
 and tensor decoder, the validator), so a bad request costs no worker time; only a valid job
@@ -25,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 import engine
 from engine.cache import LRUCache
 from engine.errors import ArgumentError
-from engine.request import call_arguments
+from engine.transforms import to_wire
 
 from ..errors import NotReadyError
 from ..http import body as http_body
@@ -49,10 +50,12 @@ LOOP_ENCODE_ELEMENTS = 1 << 21
 
 
 class GradHandler:
-    """``POST /grad`` for one app (its state: settings, registry, validator, pool, metrics)."""
+    """``POST /<transform>`` for one app (its state: settings, registry, validator, pool, metrics)."""
 
-    def __init__(self, state: State) -> None:
+    def __init__(self, state: State, transform: str = "grad") -> None:
         self.state = state
+        self.transform = transform
+        self.route = f"POST /{transform}"
         self.settings = state.settings
         self.registry = state.registry
         self.validator = state.validator
@@ -64,28 +67,40 @@ class GradHandler:
         """Answer the request; returns the response's status."""
         arrived = time.monotonic()
         try:
-            declared = None
+            declared = encoding = None
             headers: dict[str, str] = {}
             for name, value in scope["headers"]:
                 if name == b"content-length":
                     if declared is None:
                         declared = value.decode("latin-1")
+                elif name == b"content-encoding":
+                    encoding = value.decode("latin-1")
                 elif name == b"inference-header-content-length" and not headers:
                     headers[http_body.BINARY_HEADER] = value.decode("latin-1")
-            # A place in the queues before the body is read: under overload a refusal costs no parsing.
+            # Under overload the refusal comes before the body is read (it costs no parsing), but a
+            # body being read holds no place: slow bodies must not fill the queues (issue 12). The
+            # place is taken once the body is in; the read itself is bounded by the body deadline.
             pool = self.state.pool
+            if pool is not None:
+                pool.admit().release()
+            settings = self.settings
+            body = await http_body.receive_body(receive, declared, settings.max_body_bytes,
+                                                timeout_s=settings.body_timeout_s, min_rate=settings.min_body_rate)
+            if encoding is not None:
+                decode = http_body.decode_content
+                body = await run_in_threadpool(decode, body, encoding, settings.max_body_bytes) \
+                    if len(body) > OFFLOAD_BYTES else decode(body, encoding, settings.max_body_bytes)
             admission = pool.admit() if pool is not None else None
             try:
-                body = await http_body.receive_body(receive, declared, self.settings.max_body_bytes)
                 response = await self._grad(scope[NAMESPACE], body, headers, arrived, admission)
             finally:
                 if admission is not None:
                     admission.release()
         except ERRORS as exc:
-            log_error("POST /grad", exc)
+            log_error(self.route, exc)
             response = error_response(exc)
         except Exception as exc:
-            log.error("unhandled error in POST /grad", exc_info=exc)
+            log.error("unhandled error in %s", self.route, exc_info=exc)
             response = bug_response(exc)
         await response(scope, receive, send)
         return response.status_code
@@ -107,7 +122,7 @@ class GradHandler:
         limit = settings.max_tensor_elements
         parse = http_body.parse_body
         parsed = await run_in_threadpool(parse, body, headers, limit) if big else parse(body, headers, limit)
-        call = parse_call(parsed.doc, settings.timeout_ms)
+        call = parse_call(parsed.doc, settings.timeout_ms, self.transform)
         net = await self._network(namespace, parsed, big)
         if big:
             await run_in_threadpool(decode_tensors, call, parsed)
@@ -119,8 +134,8 @@ class GradHandler:
             await run_in_threadpool(validator.validate, net, xs, call)
         else:
             validator.validate(net, xs, call)
-        job = GradJob(network_id=net.id, network_path=net.path, inputs=xs,
-                      deadline=arrived + call.timeout_ms / 1e3, **call_arguments(call))
+        job = GradJob(network_id=net.id, network_path=net.path, inputs=xs, spec=to_wire(call.spec), extra=call.extra,
+                      parameters=call.parameters, deadline=arrived + call.timeout_ms / 1e3)
         decode_ms = (time.perf_counter() - t0) * 1e3
         pool = self.state.pool
         if pool is None:
@@ -158,17 +173,17 @@ class GradHandler:
 
     async def _respond(self, net: engine.Network, call: GradCall, result: JobResult, decode_ms: float) -> Response:
         encoding = call.output_encoding
-        fields: dict[str, Any] = {"gradients": result.gradients}
-        if call.return_value:
-            fields["value"] = result.value or []
+        # The tensors of the answer, in its order; names (gradient_names) are plain JSON.
+        fields = result.fields
+        tensors = {k: v for k, v in fields.items() if k not in PLAIN}
         t0 = time.perf_counter()
         # Text is written on the loop: orjson holds the GIL, so a thread would not let the loop
         # run meanwhile, only add a hand-off. A huge text (seconds of it) goes to a thread all the
         # same: the GIL's switch interval then lets the loop in between.
-        if encoding != "binary" and encode.element_count(fields) > LOOP_ENCODE_ELEMENTS:
-            encoded, chunks = await run_in_threadpool(encode.encode_fields, fields, encoding)
+        if encoding != "binary" and encode.element_count(tensors) > LOOP_ENCODE_ELEMENTS:
+            encoded, chunks = await run_in_threadpool(encode.encode_fields, tensors, encoding)
         else:
-            encoded, chunks = encode.encode_fields(fields, encoding)
+            encoded, chunks = encode.encode_fields(tensors, encoding)
         encode_ms = (time.perf_counter() - t0) * 1e3
         worker = result.timing_ms
         timing = {
@@ -179,21 +194,22 @@ class GradHandler:
             "encode": encode_ms,
         }
         self.metrics.observe_grad(timing, compiled=not result.cache_hit)
-        gradients, value = encoded["gradients"], encoded.get("value")
-        if encoding == "binary" or len(gradients) <= encode.STREAM_BYTES:
-            doc: dict[str, Any] = {
-                "network_id": net.id,
-                "gradients": orjson.Fragment(gradients),
-                "gradient_names": result.gradient_names,
-            }
-            if value is not None:
-                doc["value"] = orjson.Fragment(value)
+        if encoding == "binary" or sum(len(v) for v in encoded.values()) <= encode.STREAM_BYTES:
+            doc: dict[str, Any] = {"network_id": net.id}
+            for key, value in fields.items():
+                doc[key] = value if key in PLAIN else orjson.Fragment(encoded[key])
             doc["timing_ms"] = timing
             return encode.response(orjson.dumps(doc), chunks, encoding)
         # A large JSON text: sent in its pieces, as orjson.dumps(doc) would have written it.
-        parts = [orjson.dumps({"network_id": net.id})[:-1] + b',"gradients":', gradients,
-                 b',"gradient_names":' + orjson.dumps(result.gradient_names)]
-        if value is not None:
-            parts += [b',"value":', value]
+        parts = [orjson.dumps({"network_id": net.id})[:-1]]
+        for key, value in fields.items():
+            if key in PLAIN:
+                parts.append(b',"' + key.encode() + b'":' + orjson.dumps(value))
+            else:
+                parts += [b',"' + key.encode() + b'":', encoded[key]]
         parts.append(b',"timing_ms":' + orjson.dumps(timing) + b"}")
         return encode.PartsResponse(parts, encode.JSON_TYPE)
+
+
+#: answer fields that hold no tensors: written as they are
+PLAIN = frozenset({"gradient_names"})

@@ -14,7 +14,6 @@ import numpy as np
 import engine
 from engine.cache import LRUCache
 from engine.engine import signature
-from engine.request import call_arguments
 
 from .call import GradCall
 
@@ -42,17 +41,15 @@ class Validator:
 
     def validate(self, net: engine.Network, xs: list[np.ndarray], call: GradCall) -> None:
         """Raise what a worker would raise for this call (an ``engine.GradnetError``)."""
-        # A call without parameters or sens is valid or not by its network, input signature and
-        # flags alone: one that passed already passes again (a lookup on the hot path).
+        # A call without parameters or vectors is valid or not by its network, input signature
+        # and spec alone: one that passed already passes again (a lookup on the hot path).
         sig = signature(xs)
         known = None
-        if call.parameters is None and call.sens is None and not call.sens_param:
-            weights = call.weights
-            known = (net.id, sig, call.get_all, call.get_by_list,
-                     None if weights is None else tuple(weights), call.return_value)
+        if call.parameters is None and call.extra is None:
+            known = (net.id, sig, call.spec)
             if known in self._valid:
                 return
-        self.engine.check(net, xs, **call_arguments(call))
+        self.engine.check_run(net, call.spec, xs, parameters=call.parameters, extra=call.extra)
         self._seen.put((net.id, sig), True)
         if known is not None:
             self._valid.put(known, True)

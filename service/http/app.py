@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 from ..settings import Settings
 from . import docs, errors, openapi
 from .guard import Guard
-from .routes import GRAD_OPERATION, add_routes
+from .routes import TRANSFORM_ROUTES, add_routes
 from .state import State
 
 try:
@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None, *, launcher: Any = None) -> Fas
     errors.install(app)
     app.guard = Guard(functools.partial(FastAPI.__call__, app), state)
     state.routes = list(app.router.routes)
-    app.openapi = lambda: openapi.build(app, [GRAD_OPERATION])  # type: ignore[method-assign]
+    app.openapi = lambda: openapi.build(app, TRANSFORM_ROUTES)  # type: ignore[method-assign]
     return app
 
 

@@ -10,19 +10,23 @@ of the body, never a copy). Responses are :mod:`service.http.encode`'s.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+import math
+import time
+import zlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import orjson
 from starlette.requests import Request
-from starlette.types import Receive
+from starlette.types import Message, Receive
 
 from engine.tensors import decode_tensor
 
-from ..errors import BadRequestError, PayloadTooLargeError
+from ..errors import BadRequestError, PayloadTooLargeError, RequestTimeoutError, UnsupportedEncodingError
 
 BINARY_HEADER = "inference-header-content-length"
 
@@ -41,40 +45,112 @@ def _check_declared(declared: str | None, limit: int) -> None:
             raise _too_large(size, limit)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """:func:`receive_body` for a Starlette request."""
-    return await receive_body(request.receive, request.headers.get("content-length"), limit)
+async def read_body(request: Request, limit: int, timeout_s: float | None = None,
+                    min_rate: float | None = None) -> bytes:
+    """:func:`receive_body` for a Starlette request, decoded (:func:`decode_content`)."""
+    body = await receive_body(request.receive, request.headers.get("content-length"), limit,
+                              timeout_s=timeout_s, min_rate=min_rate)
+    return decode_content(body, request.headers.get("content-encoding"), limit)
 
 
-async def receive_body(receive: Receive, declared: str | None, limit: int) -> bytes:
+#: Content-Encoding -> zlib's wbits (31: a gzip member, 15: a zlib stream)
+_ENCODINGS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
+
+
+def decode_content(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The body as sent, decoded from its ``Content-Encoding`` (gzip or deflate), refused (413) as
+    soon as the decoded bytes pass ``limit``: a small bomb never expands in memory. Another
+    encoding is :class:`UnsupportedEncodingError` (415); bytes that are not what the header says,
+    400."""
+    if encoding is None:
+        return body
+    name = encoding.strip().lower()
+    if name in ("", "identity"):
+        return body
+    wbits = _ENCODINGS.get(name)
+    if wbits is None:
+        raise UnsupportedEncodingError(
+            f"Content-Encoding {encoding!r} is not supported: send the body as is, or gzip or deflate",
+            "headers.content-encoding")
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(body, limit + 1)
+        if len(out) > limit:
+            raise PayloadTooLargeError(
+                f"the request body decompresses to more than {limit} bytes, over the limit (--max-body-bytes)",
+                "body")
+        if not inflater.eof or inflater.unused_data:
+            raise BadRequestError(f"the body is not one complete {name} stream", "body")
+    except zlib.error as exc:
+        raise BadRequestError(f"the body is not valid {name} (Content-Encoding): {exc}", "body") from None
+    return out
+
+
+async def receive_body(receive: Receive, declared: str | None, limit: int, *, timeout_s: float | None = None,
+                       min_rate: float | None = None) -> bytes:
     """The whole body, straight from ASGI ``receive`` (``declared``: the Content-Length header),
     refused as soon as it is known to be over ``limit`` bytes.
 
     ``Content-Length`` is checked before anything is read; a chunked (or lying) body is counted
     as it arrives and refused at the first chunk past the limit, so nothing over the limit is
     ever buffered.
+
+    With ``timeout_s``, the body must have arrived within ``timeout_s + received / min_rate``
+    seconds of the first read (:class:`RequestTimeoutError`, 408, otherwise): any body gets
+    ``timeout_s``, a large one as long as it keeps up ``min_rate`` bytes per second on average.
+    The deadline grows only with bytes that arrived, never with what Content-Length claims, so a
+    client that trickles (or stalls) is cut off after about ``timeout_s`` whatever it declared.
     """
     _check_declared(declared, limit)
     chunks: list[bytes] = []
     received = 0
+    if timeout_s is None:
+        message = await receive()  # no deadline (unit tests, embedded use)
+    else:
+        rate = float(min_rate) if min_rate else math.inf
+        start = time.monotonic()
+        scope = asyncio.timeout_at(None)
+        try:
+            async with scope:
+                while True:
+                    scope.reschedule(start + timeout_s + received / rate)
+                    message = await receive()
+                    received = _take(message, chunks, received, limit)
+                    if _last(message):
+                        break
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"the request body did not arrive in time: {received} bytes in {time.monotonic() - start:.1f} s "
+                f"(a body may take --body-timeout-s {timeout_s:g} s plus one second per --min-body-rate "
+                f"{min_rate} bytes)", "body") from None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
     while True:
+        received = _take(message, chunks, received, limit)
+        if _last(message):
+            break
         message = await receive()
-        kind = message["type"]
-        if kind == "http.request":
-            chunk = message.get("body", b"")
-            if chunk:
-                received += len(chunk)
-                if received > limit:
-                    raise _too_large(received, limit, at_least=True)
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        elif kind == "http.disconnect":
-            raise BadRequestError(f"the client disconnected after sending {received} bytes of the body",
-                                  "body")
     if len(chunks) == 1:
         return chunks[0]
     return b"".join(chunks)
+
+
+def _take(message: Message, chunks: list[bytes], received: int, limit: int) -> int:
+    """Add an ASGI ``receive`` message's body bytes to ``chunks``; returns the bytes received."""
+    kind = message["type"]
+    if kind == "http.request":
+        chunk = message.get("body", b"")
+        if chunk:
+            received += len(chunk)
+            if received > limit:
+                raise _too_large(received, limit, at_least=True)
+            chunks.append(chunk)
+    elif kind == "http.disconnect":
+        raise BadRequestError(f"the client disconnected after sending {received} bytes of the body", "body")
+    return received
+
+
+def _last(message: Message) -> bool:
+    return message["type"] == "http.request" and not message.get("more_body", False)
 
 
 def _too_large(size: int, limit: int, at_least: bool = False) -> PayloadTooLargeError:

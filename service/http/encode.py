@@ -26,9 +26,12 @@ def dumps(obj: Any) -> bytes:
 
 
 def nested_map(value: Any, fn: Callable[[Any], Any]) -> Any:
-    """Apply ``fn`` to every tensor of a GradOperation result (a tensor, a list, a list of lists)."""
+    """Apply ``fn`` to every tensor of a transform's result (a tensor, a list, a list of lists);
+    an id beside a tensor (``return_ids``: an input position or a parameter name) stays as it is."""
     if isinstance(value, (list, tuple)):
         return [nested_map(v, fn) for v in value]
+    if isinstance(value, (int, str)):
+        return value
     return fn(value)
 
 
@@ -47,10 +50,11 @@ def encode_fields(fields: dict[str, Any], encoding: str) -> tuple[dict[str, byte
 
         def one(array: Any) -> dict[str, Any]:
             arr = np.asarray(array)
+            shape = list(arr.shape)  # before ascontiguousarray, which makes a scalar 1-d
             arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))  # a no-op when it already is
             raw = memoryview(arr.reshape(-1).view(np.uint8))
             chunks.append(raw)
-            return {"dtype": dtype_name(arr.dtype), "shape": list(arr.shape), "binary_data_size": raw.nbytes}
+            return {"dtype": dtype_name(arr.dtype), "shape": shape, "binary_data_size": raw.nbytes}
 
     else:
 

@@ -27,8 +27,10 @@ from ..errors import (
     EngineFailedError,
     NotFoundError,
     PayloadTooLargeError,
+    RequestTimeoutError,
     ServiceError,
     UnavailableError,
+    UnsupportedEncodingError,
     WorkerDiedError,
 )
 from .encode import json_response
@@ -48,7 +50,9 @@ _ENGINE_STATUS = {
 _SERVICE_STATUS: dict[type[ServiceError], int] = {
     BadRequestError: 400,
     NotFoundError: 404,
+    RequestTimeoutError: 408,
     PayloadTooLargeError: 413,
+    UnsupportedEncodingError: 415,
     EngineFailedError: 500,
     WorkerDiedError: 500,
     UnavailableError: 503,
@@ -72,7 +76,7 @@ def error_response(exc: CodedError, headers: Mapping[str, str] | None = None) ->
     extra = dict(headers or {})
     if isinstance(exc, UnavailableError):
         extra["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-    if isinstance(exc, PayloadTooLargeError) and exc.path == "body":
+    if isinstance(exc, (PayloadTooLargeError, RequestTimeoutError)) and exc.path == "body":
         extra["Connection"] = "close"  # the rest of the body was never read
     return json_response({"error": exc.to_dict()}, status_of(exc), extra)
 

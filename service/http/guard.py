@@ -2,10 +2,12 @@
 
 It checks API keys (401), refuses requests while the service drains (503, but ``/metrics``),
 counts the requests in flight (the drain waits for them) and observes every request's metrics.
-``/health/*`` is always open. ``/grad`` is answered here: ``POST``, the hot path, by the grad
-handler (:class:`service.grad.handler.GradHandler`: no routing, no FastAPI handler, no send
-wrapper, it returns the status), any other method with 405 (and ``/grad/`` with a redirect, as
-Starlette does for a route's path with a trailing slash); every other request goes on to FastAPI.
+``/health/*`` is always open. ``/grad`` and the other transform routes (``/jvp``, ``/vjp``,
+``/jacobian``, ``/hvp``: ``state.posts``, one dict lookup) are answered here: ``POST``, the hot
+path, by their handler (:class:`service.grad.handler.GradHandler`: no routing, no FastAPI
+handler, no send wrapper, it returns the status), any other method with 405 (and ``/grad/``
+with a redirect, as Starlette does for a route's path with a trailing slash); every other
+request goes on to FastAPI.
 """
 
 from __future__ import annotations
@@ -27,18 +29,18 @@ if TYPE_CHECKING:
 NAMESPACE = "gradserve.namespace"
 
 
-# What Starlette would answer if /grad were one of its routes.
+# What Starlette would answer if the transform routes were its own routes.
 
 
-def _not_grad(scope: Scope) -> Response:
-    """Another method than POST on /grad."""
-    return error(405, "method_not_allowed", f"{scope['method']} is not allowed on /grad (allowed: POST)",
+def _not_allowed(scope: Scope, path: str) -> Response:
+    """Another method than POST on a transform route."""
+    return error(405, "method_not_allowed", f"{scope['method']} is not allowed on {path} (allowed: POST)",
                  "method", {"Allow": "POST"})
 
 
-def _to_grad(scope: Scope) -> Response:
-    """/grad/ (a route's path with a trailing slash): a redirect to /grad."""
-    return RedirectResponse(str(URL(scope={**scope, "path": "/grad"})))
+def _without_slash(scope: Scope, path: str) -> Response:
+    """A transform route's path with a trailing slash (``/grad/``): a redirect to the route."""
+    return RedirectResponse(str(URL(scope={**scope, "path": path[:-1]})))
 
 
 class Guard:
@@ -55,7 +57,7 @@ class Guard:
         state = self.state
         start = time.perf_counter()
         path: str = scope["path"]
-        hot = path == "/grad"
+        hot = state.posts.get(path)  # a transform route (/grad, /jvp, ...): answered here
         status = 500
 
         async def send_status(message: Message) -> None:
@@ -75,10 +77,10 @@ class Guard:
                 return
             state.inflight += 1
             try:
-                if hot and scope["method"] == "POST":
-                    status = await state.grad(scope, receive, send)
-                elif hot or path == "/grad/":
-                    answer = _not_grad(scope) if hot else _to_grad(scope)
+                if hot is not None and scope["method"] == "POST":
+                    status = await hot(scope, receive, send)
+                elif hot is not None or path[:-1] in state.posts:
+                    answer = _not_allowed(scope, path) if hot is not None else _without_slash(scope, path)
                     status = answer.status_code
                     await answer(scope, receive, send)
                 else:
@@ -88,7 +90,7 @@ class Guard:
                 if state.inflight == 0:
                     state.idle.set()
         finally:
-            state.metrics.observe_request("/grad" if hot else state.route_template(scope), scope["method"],
+            state.metrics.observe_request(path if hot is not None else state.route_template(scope), scope["method"],
                                           status, time.perf_counter() - start)
 
     def _refusal(self, scope: Scope, path: str) -> Response | None:

@@ -88,5 +88,74 @@ def build(app: FastAPI, documented: list[BaseRoute]) -> dict[str, Any]:
         if not path.startswith("/health/"):
             for operation in item.values():
                 operation["security"] = [{"bearerAuth": []}, {}]
+    _json_bodies_without_binary(schema)
     app.openapi_schema = schema
     return schema
+
+
+def _json_bodies_without_binary(schema: dict[str, Any]) -> None:
+    """An ``application/json`` body has no binary part, so its tensors cannot say
+    ``binary_data_size`` (the server answers 400): give JSON bodies their own copies of the models
+    that hold tensors (``GradRequestJson`` … ``JsonTensor``, without ``binary_data_size``), and leave
+    ``Tensor`` with it to the binary framing (``application/octet-stream``)."""
+    comps = schema.get("components", {}).get("schemas", {})
+    if "Tensor" not in comps:
+        return
+    prefix = "#/components/schemas/"
+
+    def refs(node: Any) -> set[str]:
+        if isinstance(node, dict):
+            found = {node["$ref"][len(prefix):]} if isinstance(node.get("$ref"), str) else set()
+            for value in node.values():
+                found |= refs(value)
+            return found
+        if isinstance(node, list):
+            return set().union(*(refs(v) for v in node)) if node else set()
+        return set()
+
+    reaching = {"Tensor"}
+    while True:
+        more = {name for name, model in comps.items() if name not in reaching and refs(model) & reaching}
+        if not more:
+            break
+        reaching |= more
+    bodies = [op["requestBody"]["content"]["application/json"] for item in schema.get("paths", {}).values()
+              for op in item.values() if isinstance(op, dict)
+              and "application/json" in op.get("requestBody", {}).get("content", {})]
+    used, todo = set(), refs(bodies)
+    while todo:  # the models a JSON request body can reach
+        name = todo.pop()
+        if name in comps and name not in used:
+            used.add(name)
+            todo |= refs(comps[name])
+    reaching &= used
+    renamed = {name: ("JsonTensor" if name == "Tensor" else f"{name}Json") for name in reaching}
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith(prefix) and ref[len(prefix):] in renamed:
+                return {**node, "$ref": prefix + renamed[ref[len(prefix):]]}
+            return {k: rewrite(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [rewrite(v) for v in node]
+        return node
+
+    for name in sorted(reaching):
+        copy = rewrite(comps[name])
+        if name == "Tensor":
+            copy["properties"] = {k: v for k, v in copy.get("properties", {}).items() if k != "binary_data_size"}
+            copy["additionalProperties"] = False
+            copy["title"] = "JsonTensor"
+            if "examples" in copy:
+                copy["examples"] = [e for e in copy["examples"] if "binary_data_size" not in e]
+            copy["description"] = ("A tensor in a JSON body: `data` or `b64` (`binary_data_size` only in "
+                                   "the binary framing, application/octet-stream).")
+        else:
+            copy["title"] = renamed[name]
+        comps[renamed[name]] = copy
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            content = operation.get("requestBody", {}).get("content", {}) if isinstance(operation, dict) else {}
+            if "application/json" in content:
+                content["application/json"]["schema"] = rewrite(content["application/json"]["schema"])

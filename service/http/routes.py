@@ -12,6 +12,8 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+import engine
+import engine.onnx
 from engine.errors import ArgumentError
 
 from .. import models
@@ -42,14 +44,63 @@ GRAD_OPERATION = APIRoute(
     openapi_extra=request_body("GradRequest", "the network (inline or by id), inputs and GradOperation flags"),
 )
 
+
+
+def _transform_route(name: str, summary: str, response: type) -> APIRoute:
+    async def endpoint(request: Request) -> Response:  # pragma: no cover - documentation only
+        raise RuntimeError(f"POST /{name} is answered by the guard")
+
+    endpoint.__name__ = name  # the operationId
+    return APIRoute(
+        f"/{name}", endpoint, methods=["POST"], tags=["gradients"], summary=summary,
+        responses=responses(400, 401, 404, 413, 422, 500, 503, 504, ok={200: {
+            "model": response, "description": "the answer, nested as MindSpore 2.10 nests it (tuples as lists)",
+            "content": {"application/octet-stream": BINARY_BODY},
+        }}),
+        openapi_extra=request_body(f"{name.capitalize()}Request", f"the network (inline or by id), inputs and /{name}'s fields"),
+    )
+
+
+#: every route the guard answers itself (the transforms), as the OpenAPI document shows them
+TRANSFORM_ROUTES = [
+    GRAD_OPERATION,
+    _transform_route("jvp", "Jacobian-vector product (mindspore.ops.jvp)", models.JvpResponse),
+    _transform_route("vjp", "Vector-Jacobian product (mindspore.ops.vjp)", models.VjpResponse),
+    _transform_route("jacobian", "Jacobian (mindspore.jacrev / jacfwd)", models.JacobianResponse),
+    _transform_route("hvp", "Hessian-vector product, forward over reverse", models.HvpResponse),
+]
+
+#: the media type of an ONNX ModelProto body (API.md section 8)
+ONNX_TYPE = "application/onnx"
+
+_REGISTER_BODY = request_body("Network", "a gradnet/1 network (or {\"network\": <network>}), or with "
+                              "Content-Type: application/onnx an ONNX ModelProto, converted to gradnet/1")
+_REGISTER_BODY["requestBody"]["content"][ONNX_TYPE] = {
+    "schema": {"type": "string", "format": "binary"},
+    "description": f"a serialized ONNX ModelProto (opsets {engine.onnx.MIN_OPSET} to {engine.onnx.MAX_OPSET} of "
+    "the default domain, no external data): registered as its gradnet/1 conversion; GET /ops lists the ONNX ops it "
+    "may use (`onnx`). Not ONNX: 400; an op the importer cannot convert: 422 unsupported_onnx_op, naming the node, "
+    "op type and opset; over the body or network limits: 413",
+}
+
 # The id is read from request.path_params (a typed parameter would add FastAPI's own 422 schema).
 _NETWORK_ID = {"parameters": [{"name": "network_id", "in": "path", "required": True,
                                "description": 'a network id, "sha256:…"', "schema": {"type": "string"}}]}
 
 
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
 def add_routes(app: FastAPI, state: State) -> None:
     """Add the routes of every endpoint but ``/grad`` to ``app``."""
     settings, registry = state.settings, state.registry
+
+    def _import_onnx(body: bytes) -> engine.Network:
+        """An ONNX ModelProto -> its gradnet/1 network, under the server's limits (API.md section 8)."""
+        doc = engine.onnx.import_model(body, max_bytes=settings.max_body_bytes, max_nodes=settings.max_nodes,
+                                       max_elements=settings.max_tensor_elements)
+        return state.parse_network(doc)
 
     @app.post(
         "/networks", tags=["networks"], summary="Register a network (idempotent)", status_code=201,
@@ -57,11 +108,17 @@ def add_routes(app: FastAPI, state: State) -> None:
             201: {"model": models.NetworkInfo, "description": "registered"},
             200: {"model": models.NetworkInfo, "description": "already registered with this key"},
         }),
-        openapi_extra=request_body("Network", "a gradnet/1 network (or {\"network\": <network>})"),
+        openapi_extra=_REGISTER_BODY,
     )
     async def register(request: Request) -> Response:
         namespace = request.scope[NAMESPACE]
-        body = await read_body(request, settings.max_body_bytes)
+        body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s, settings.min_body_rate)
+        if _media_type(request) == ONNX_TYPE:
+            # parsing, shape inference and conversion are CPU work: off the event loop
+            net = await run_in_threadpool(_import_onnx, body)
+            signature, created = await run_in_threadpool(registry.put, namespace, net)
+            return Response(dumps(signature), status_code=201 if created else 200, media_type=JSON_TYPE,
+                            headers={"Location": f"/networks/{net.id}"})
         parsed = await run_in_threadpool(parse_body, body, request.headers)
         doc, path = parsed.doc, ""
         if "network" in doc and "format" not in doc:  # {"network": {...}} is accepted too

@@ -15,16 +15,25 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
 import engine
+from engine.request import REQUESTS
 
 from ..auth import Authenticator
 from ..errors import DrainingError, NotReadyError, RegistryUnavailableError, UnavailableError
 from ..grad.handler import GradHandler
 from ..grad.validator import Validator
 from ..metrics import Metrics
-from ..registry import NetworkRegistry
+from ..registry import registry_from_settings
 from ..settings import Settings
 
 log = logging.getLogger("gradserve.app")
+
+
+def onnx_catalog() -> dict[str, Any]:
+    """``GET /ops``'s ``onnx`` section: the ONNX ops ``POST /networks`` (application/onnx) converts."""
+    import engine.onnx  # noqa: PLC0415
+
+    return {"domain": "", "opsets": [engine.onnx.MIN_OPSET, engine.onnx.MAX_OPSET],
+            "ops": list(engine.onnx.SUPPORTED_OPS), "constant_only": list(engine.onnx.CONSTANT_ONLY_OPS)}
 
 
 class State:
@@ -36,22 +45,19 @@ class State:
         self.version = version
         self.auth = Authenticator(settings.keys())
         self.metrics = Metrics()
-        self.registry = NetworkRegistry(
-            settings.registry_path,
-            cache_size=settings.network_cache_size,
-            max_nodes=settings.max_nodes,
-            max_elements=settings.max_tensor_elements,
-        )
+        self.registry = registry_from_settings(settings)  # SQLite, or PostgreSQL for registry_url
         self.validator = Validator(max_elements=settings.max_tensor_elements,
                                    cache_size=settings.network_cache_size)
         self.pool: Any = None  # service.pool.WorkerPool, once started
         self.launcher = launcher  # what starts the pool's workers (None: processes)
-        self.ops_body = orjson.dumps({"ops": engine.catalog()})
+        self.ops_body = orjson.dumps({"ops": engine.catalog(), "onnx": onnx_catalog()})
         self.draining = False
         self.inflight = 0
         self.idle = asyncio.Event()
         self.routes: list[Any] | None = None  # the app's routes, once built
-        self.grad = GradHandler(self)
+        # POST routes the guard answers itself, by path: one handler per transform
+        self.posts = {f"/{t}": GradHandler(self, t) for t in REQUESTS}
+        self.grad = self.posts["/grad"]
 
     def parse_network(self, doc: Any, path: str = "") -> engine.Network:
         return engine.parse_network(doc, max_nodes=self.settings.max_nodes,
@@ -68,7 +74,7 @@ class State:
         self.metrics.watch_pool(self.pool.snapshot)
         try:
             await self.pool.start()
-            log.info("gradserve %s: registry %s, keys %s", self.version, self.settings.registry_path,
+            log.info("gradserve %s: registry %s, keys %s", self.version, self.registry.describe(),
                      "on" if self.auth.enabled else "off")
             yield
         finally:
@@ -112,4 +118,7 @@ class State:
         if pool is None or not pool.ready:
             why = getattr(pool, "error", None) if pool is not None else None
             return NotReadyError("the engine workers are starting" + (f" ({why})" if why else ""))
+        busy = pool.unavailable()
+        if busy is not None:
+            return NotReadyError(busy)
         return None

@@ -44,19 +44,23 @@ HELLO, FATAL, RESULT, ERROR, EXPIRED, UNKNOWN_NETWORK = (
 INTERNAL = "internal"
 
 
+#: the spec of GradOperation() without flags, as plain data (engine.transforms.to_wire)
+GRAD_OPERATION = ("grad_operation", False, False, False, None, False, None)
+
+
 @dataclass
 class GradJob:
-    """One /grad call, decoded and validated in the server, ready for an engine."""
+    """One transform call (/grad, /jvp, /vjp, /jacobian, /hvp), decoded and validated in the
+    server, ready for an engine."""
 
     network_id: str
     inputs: list[np.ndarray] | dict[str, np.ndarray]
-    get_all: bool = False
-    get_by_list: bool = False
-    sens_param: bool = False
-    weights: list[str] | None = None
-    sens: np.ndarray | list[np.ndarray] | None = None
+    # What to compute: the engine's transform spec as plain data (engine.transforms.to_wire),
+    # so this module needs no engine and the pickle no class reference.
+    spec: tuple[Any, ...] = GRAD_OPERATION
+    # The call's vectors: sens, tangents, cotangents or hvp vectors, as the spec says.
+    extra: np.ndarray | list[np.ndarray] | None = None
     parameters: dict[str, np.ndarray] | None = None
-    return_value: bool = False
     deadline: float = 0.0  # time.monotonic() (system-wide on Linux) after which nobody waits
     # The gradnet/1 document (parameters as b64), sent only to a worker that lacks the network.
     network_doc: dict[str, Any] | None = None
@@ -64,37 +68,45 @@ class GradJob:
     network_path: str = ""
 
     def to_wire(self) -> tuple[Any, ...]:
-        return (self.network_id, pack(self.inputs), self.get_all, self.get_by_list, self.sens_param, self.weights,
-                pack(self.sens), pack(self.parameters), self.return_value, self.deadline, self.network_doc,
-                self.network_path)
+        return (self.network_id, pack(self.inputs), self.spec, pack(self.extra), pack(self.parameters),
+                self.deadline, self.network_doc, self.network_path)
 
     @classmethod
     def from_wire(cls, wire: tuple[Any, ...]) -> GradJob:
-        (network_id, inputs, get_all, get_by_list, sens_param, weights, sens, parameters, return_value, deadline,
-         network_doc, network_path) = wire
-        return cls(network_id, unpack(inputs), get_all, get_by_list, sens_param, weights, unpack(sens),
-                   unpack(parameters), return_value, deadline, network_doc, network_path)
+        network_id, inputs, spec, extra, parameters, deadline, network_doc, network_path = wire
+        return cls(network_id, unpack(inputs), spec, unpack(extra), unpack(parameters), deadline,
+                   network_doc, network_path)
 
 
 @dataclass
 class JobResult:
-    """A worker's answer to a :class:`GradJob`."""
+    """A worker's answer to a :class:`GradJob`: the answer's fields (tensors nested as the
+    transform answers them, and names), in the order the response writes them."""
 
-    gradients: Any
-    gradient_names: Any
-    value: list[np.ndarray] | None
+    fields: dict[str, Any]
     timing_ms: dict[str, float] = field(default_factory=dict)  # compile, compute, queue (in the worker)
     cache_hit: bool = False
     cache_stats: dict[str, float] = field(default_factory=dict)  # the worker's engine.stats
 
     def to_wire(self) -> tuple[Any, ...]:
-        return (pack(self.gradients), self.gradient_names, pack(self.value), self.timing_ms, self.cache_hit,
-                self.cache_stats)
+        return (pack(self.fields), self.timing_ms, self.cache_hit, self.cache_stats)
 
     @classmethod
     def from_wire(cls, wire: tuple[Any, ...]) -> JobResult:
-        gradients, names, value, timing_ms, cache_hit, cache_stats = wire
-        return cls(unpack(gradients), names, unpack(value), timing_ms, cache_hit, cache_stats)
+        fields, timing_ms, cache_hit, cache_stats = wire
+        return cls(unpack(fields), timing_ms, cache_hit, cache_stats)
+
+    @property
+    def gradients(self) -> Any:
+        return self.fields.get("gradients")
+
+    @property
+    def gradient_names(self) -> Any:
+        return self.fields.get("gradient_names")
+
+    @property
+    def value(self) -> Any:
+        return self.fields.get("value")
 
 
 # -- server -> worker ------------------------------------------------------------------------

@@ -63,6 +63,17 @@ class Launcher(Protocol):
                on_exit: OnExit) -> WorkerHandle: ...
 
 
+def _stopped(pid: int) -> bool:
+    """The process is stopped (SIGSTOP, a debugger) or a zombie: /proc/<pid>/stat's state T, t or Z
+    (False where there is no /proc, or the worker is not a process of this machine)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2:][:1] in (b"T", b"t", b"Z")
+
+
 class PoolStartError(RuntimeError):
     """The pool cannot start as configured (``device="gpu"`` and JAX sees no GPU)."""
 
@@ -177,6 +188,21 @@ class WorkerPool:
         """Every worker has answered its startup handshake once, at least one can take work now,
         and the pool is not draining."""
         return self._accepting and self._all_answered and any(p.ready for p in self._live())
+
+    def unavailable(self) -> str | None:
+        """Why no worker can take a job now though the pool is :attr:`ready` (None: one can):
+        every ready worker is stopped (``SIGSTOP``: it would hold whatever it is given) or has a
+        full queue, counting the places held by requests admitted and not yet submitted. For
+        readiness: a load balancer should send elsewhere what would get 503 here."""
+        ready = [p for p in self._ready() if not _stopped(p.pid)]
+        if not ready:
+            return "every engine worker is stopped (SIGSTOP) or restarting"
+        limit = self.settings.queue_size
+        held = sum(min(p.load, limit) for p in ready) + self._admitted
+        if held >= limit * len(ready):
+            return (f"every engine worker is fully booked: {held} requests queued, running or being validated "
+                    f"for {limit * len(ready)} places (queue_size {limit} per worker)")
+        return None
 
     async def drain(self, timeout_s: float) -> None:
         """Refuse new jobs, wait up to ``timeout_s`` for those in flight, then stop the workers.

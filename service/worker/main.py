@@ -32,10 +32,11 @@ class Worker:
     def __init__(self, conn: Any, config: dict[str, Any], arenas: ArenaFds | None = None) -> None:
         import engine  # noqa: PLC0415 - after the environment is set up
         from engine.cache import LRUCache  # noqa: PLC0415
-        from engine.request import call_arguments  # noqa: PLC0415
+        from engine.transforms import from_wire  # noqa: PLC0415
 
         self.engine_mod = engine
-        self.call_arguments = call_arguments
+        self.from_wire = from_wire
+        self.specs: dict[tuple[Any, ...], Any] = {}  # a job's spec (plain data) -> the engine's spec
         self.conn = conn
         self.config = config
         self.engine = engine.Engine(
@@ -119,13 +120,16 @@ class Worker:
             if net is None:
                 self.send(m.unknown_network(job_id))
                 return
-            result = self.engine.grad(net, job.inputs, **self.call_arguments(job))
+            spec = self.specs.get(job.spec)
+            if spec is None:
+                if len(self.specs) > 4096:
+                    self.specs.clear()
+                spec = self.specs[job.spec] = self.from_wire(job.spec)
+            result = self.engine.run(net, spec, job.inputs, parameters=job.parameters, extra=job.extra)
             timing = dict(result.timing_ms)
             timing["queue"] = max(0.0, (started - sent_at) * 1e3)
             reply = m.JobResult(
-                gradients=result.gradients,
-                gradient_names=result.gradient_names,
-                value=result.value,
+                fields=result.fields,
                 timing_ms=timing,
                 cache_hit=result.cache_hit,
                 cache_stats=self.engine.stats,

@@ -197,7 +197,9 @@ def test_ci_runs_the_container_test_and_fails_with_it():
     (line,) = [ln for ln in block.splitlines()[1:] if ln.strip() and not ln.lstrip().startswith("#")]
     assert line.startswith("deploy/container-test.sh </dev/null ||"), line
     assert "test_rc=1" in line  # a failed container test fails CI (the last line checks test_rc)
-    assert text.rstrip().splitlines()[-1].startswith('[ "$test_rc" -eq 0 ]')
+    # the script's last command (before the `exit` and `}` of the block it is wrapped in)
+    last = [ln for ln in text.rstrip().splitlines() if ln.strip() not in ("exit", "}")][-1]
+    assert last.startswith('[ "$test_rc" -eq 0 ]'), last
 
 
 # -- gpu-check.sh: refuses clearly where there is no GPU -------------------------------------------

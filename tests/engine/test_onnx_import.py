@@ -3,7 +3,7 @@
 Inputs are the non-initializer graph inputs in order, parameters the initializers under their
 own names (floating ones trainable), outputs the graph outputs in order; free dimensions stay
 free; bad bytes, unconvertible ops, external data and over-size models raise the engine's errors
-with their codes and statuses.
+with their codes (the service maps them to statuses).
 """
 
 from __future__ import annotations
@@ -16,7 +16,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 import engine
 import engine.onnx
-from engine.onnx import InvalidOnnxError, OnnxExternalDataError, UnsupportedOnnxModelError, UnsupportedOnnxOpError
+from engine.onnx import (
+    InvalidOnnxError,
+    OnnxExternalDataError,
+    UnsupportedOnnxModelError,
+    UnsupportedOnnxOpError,
+)
 
 RNG = np.random.default_rng(0)
 
@@ -185,12 +190,40 @@ def test_control_flow_is_not_converted_and_not_run():
         engine.onnx.import_model(data)
 
 
-def test_a_shape_of_a_free_dimension_is_refused_with_the_reason():
-    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Reshape", ["x", "s"], ["y"])]
-    data = model_bytes(nodes, [vi("x", ["batch", 3])], [vi("y", ["batch", 3])])
-    with pytest.raises(UnsupportedOnnxOpError, match="free dimension") as info:
+def _split_heads(dims):
+    """Reshape x [*dims, 8] to [*dims, 2, 4] through Shape(x)[:-1] (what exporters write)."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Slice", ["s", "zero", "minus1"], ["lead"]),
+             helper.make_node("Concat", ["lead", "heads"], ["target"], axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["y"])]
+    inits = [numpy_helper.from_array(np.asarray(v, np.int64), n)
+             for n, v in (("zero", [0]), ("minus1", [-1]), ("heads", [2, 4]))]
+    return model_bytes(nodes, [vi("x", [*dims, 8])], [vi("y", [*dims, 2, 4])], inits)
+
+
+def test_a_shape_of_one_free_dimension_becomes_minus_one():
+    doc = engine.onnx.import_model(_split_heads(["batch", 3]))
+    assert doc["inputs"][0]["shape"] == [None, 3, 8]
+    assert [(n["op"], n["attrs"]) for n in doc["nodes"]] == [("Reshape", {"shape": [-1, 3, 2, 4]})]
+    net = engine.parse_network(doc)
+    x = RNG.normal(size=(5, 3, 8)).astype(np.float32)
+    result = engine.Engine().grad(net, [x], return_value=True)
+    np.testing.assert_array_equal(result.value[0], x.reshape(5, 3, 2, 4))
+
+
+def test_two_free_sizes_in_one_reshape_are_refused_with_the_reason():
+    with pytest.raises(UnsupportedOnnxOpError, match="2 dimensions to infer") as info:
+        engine.onnx.import_model(_split_heads(["batch", "seq"]))
+    assert info.value.op_type == "Reshape"
+
+
+def test_a_free_size_used_as_a_tensor_is_refused_with_the_reason():
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Cast", ["s"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["x", "f"], ["y"])]
+    data = model_bytes(nodes, [vi("x", ["batch", 1])], [vi("y", ["batch", 2])])
+    with pytest.raises(UnsupportedOnnxOpError, match="free dimensions, as a tensor") as info:
         engine.onnx.import_model(data)
-    assert info.value.op_type == "Shape"
+    assert info.value.op_type == "Mul"
 
 
 def test_external_data_is_refused_without_reading_a_file(tmp_path, monkeypatch):
@@ -229,3 +262,69 @@ def test_training_mode_batch_norm_is_refused():
     data = model_bytes([node], [vi("x", [2, 3])], [vi("y", [2, 3])], inits, opset=15)
     with pytest.raises(UnsupportedOnnxOpError, match="training_mode"):
         engine.onnx.import_model(data)
+
+
+def test_a_conversion_that_contradicts_onnx_shape_inference_is_refused():
+    # a graph output declared [2, 5] for a Relu of [2, 3]: ONNX's inference keeps the declaration
+    data = model_bytes([helper.make_node("Relu", ["x"], ["y"])], [vi("x", [2, 3])], [vi("y", [2, 5])])
+    with pytest.raises((UnsupportedOnnxOpError, InvalidOnnxError), match="shape"):
+        engine.onnx.import_model(data)
+
+
+def test_a_huge_constant_is_refused_before_it_is_built():
+    shape = numpy_helper.from_array(np.asarray([10**6, 10**6], np.int64), "shape")
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["zeros"]), helper.make_node("Add", ["x", "zeros"], ["y"])]
+    data = model_bytes(nodes, [vi("x", [1])], [vi("y", [10**6, 10**6])], [shape])
+    with pytest.raises(engine.TooLargeError, match="1000000000000 elements") as info:
+        engine.onnx.import_model(data)
+    assert info.value.code == "too_large"
+    small = numpy_helper.from_array(np.asarray([4, 4], np.int64), "shape")
+    data = model_bytes(nodes, [vi("x", [1])], [vi("y", [4, 4])], [small])
+    with pytest.raises(engine.TooLargeError, match="limit of 15"):
+        engine.onnx.import_model(data, max_elements=15)
+    engine.onnx.import_model(data, max_elements=16)
+
+
+def test_the_node_limit_counts_the_converted_network():
+    h, i, seq = 2, 2, 40
+    inits = [numpy_helper.from_array(RNG.normal(size=s).astype(np.float32), n)
+             for n, s in (("w", (1, 4 * h, i)), ("r", (1, 4 * h, h)))]
+    node = helper.make_node("LSTM", ["x", "w", "r"], ["y"], hidden_size=h)
+    data = model_bytes([node], [vi("x", [seq, 1, i])], [vi("y", [seq, 1, 1, h])], inits, opset=14)
+    with pytest.raises(engine.TooLargeError, match="more than 100 nodes"):
+        engine.onnx.import_model(data, max_nodes=100)
+    assert len(engine.onnx.import_model(data)["nodes"]) > 100  # unrolled over the 40 steps
+
+
+def test_corrupted_models_give_the_engine_s_errors_or_a_valid_network():
+    """Random byte changes to real exported models: every outcome is a GradnetError with a code,
+    or a document that parse_network accepts (never another exception)."""
+    import random
+    from pathlib import Path
+
+    fixtures = Path(__file__).resolve().parent.parent / "fixtures" / "onnx"
+    models = [(fixtures / f"{m}.onnx").read_bytes()
+              for m in ("mlp.torchscript", "cnn.dynamo", "lstm.torchscript", "embedding.dynamo_noopt")]
+    rng = random.Random(0)
+    outcomes: dict[str, int] = {}
+    for _ in range(200):
+        data = bytearray(rng.choice(models))
+        for _ in range(rng.choice([1, 2, 5])):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        try:
+            engine.parse_network(engine.onnx.import_model(bytes(data)))
+            code = "ok"
+        except engine.GradnetError as exc:
+            code = exc.code
+        outcomes[code] = outcomes.get(code, 0) + 1
+    assert outcomes.get("ok", 0) and outcomes.get("invalid_onnx", 0), outcomes
+    assert set(outcomes) <= {"ok", "invalid_onnx", "unsupported_onnx_op", "unsupported_onnx_model",
+                             "onnx_external_data", "too_large"}, outcomes
+
+
+def test_a_name_that_is_not_utf8_is_invalid_onnx():
+    data = model_bytes([helper.make_node("Relu", ["x"], ["y"])], [vi("x", [2])], [vi("y", [2])])
+    broken = data.replace(b"\n\x01y", b"\n\x01\xff", 1)  # the output's name: one byte, not UTF-8
+    assert broken != data
+    with pytest.raises(InvalidOnnxError):
+        engine.onnx.import_model(broken)

@@ -222,6 +222,25 @@ def test_identity_and_dropout(eng):
     check(eng, "Dropout", {"x": f32(2, 3)}, outputs=2, opset=13)  # the mask output: all true
 
 
+@pytest.mark.parametrize("attrs", [
+    {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},  # torch's
+    {"mode": "nearest"},  # half_pixel, round_prefer_floor
+])
+@pytest.mark.parametrize("scales", [[1, 1, 2, 2], [1, 1, 3, 1]])
+def test_resize_nearest_by_integer_factors(eng, attrs, scales):
+    check(eng, "Resize", {"x": f64(1, 2, 3, 2)}, attrs, inits={"scales": np.asarray(scales, F)},
+          order=["x", "", "scales"], opset=13, tol=0, fd=True)
+
+
+def test_resize_by_sizes_and_the_refusals(eng):
+    check(eng, "Resize", {"x": f32(1, 2, 3, 2)}, {"mode": "nearest"},
+          inits={"sizes": np.asarray([1, 2, 6, 4], np.int64)}, order=["x", "", "", "sizes"], opset=13)
+    data, _ = build("Resize", {"x": f32(1, 1, 2, 2)}, {"mode": "linear"}, inits={"scales": np.asarray([1, 1, 2, 2], F)},
+                    order=["x", "", "scales"], opset=13)
+    with pytest.raises(engine.onnx.UnsupportedOnnxOpError, match="mode 'linear'"):
+        engine.onnx.import_model(data)
+
+
 # -- linear algebra and reductions --------------------------------------------------------------------
 
 
@@ -471,6 +490,13 @@ def test_instance_normalization(eng):
           tol=1e-10, fd=True)
 
 
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_group_normalization(eng, groups):
+    # epsilon is a float32 attr: 1e-6 apart from float64's
+    check(eng, "GroupNormalization", {"x": f64(2, 4, 3, 2), "s": f64(4), "b": f64(4)},
+          {"num_groups": groups, "epsilon": 1e-3}, opset=21, tol=1e-6, fd=True)
+
+
 # -- recurrent layers -----------------------------------------------------------------------------------------------
 
 
@@ -496,6 +522,17 @@ def test_gru(eng, linear_before_reset, direction):
     inits = {"w": f64(d, 3 * h, i), "r": f64(d, 3 * h, h), "b": f64(d, 6 * h)}
     check(eng, "GRU", inputs, {"hidden_size": h, "direction": direction, "linear_before_reset": linear_before_reset},
           inits=inits, order=["x", "w", "r", "b", "", "h0"], outputs=2, tol=1e-10, fd=True, opset=14)
+
+
+def test_explicit_default_activations_are_accepted_and_others_refused(eng):
+    h, i = 3, 2
+    inits = {"w": f32(2, 3 * h, i), "r": f32(2, 3 * h, h)}
+    attrs = {"hidden_size": h, "direction": "bidirectional", "activations": ["Sigmoid", "Tanh"] * 2}
+    check(eng, "GRU", {"x": f32(2, 1, i)}, attrs, inits=inits, outputs=2, opset=14)
+    data, _ = build("GRU", {"x": f32(2, 1, i)}, {**attrs, "activations": ["Sigmoid", "Relu"] * 2}, inits=inits,
+                    outputs=2, opset=14)
+    with pytest.raises(engine.onnx.UnsupportedOnnxOpError, match="activations"):
+        engine.onnx.import_model(data)
 
 
 def test_lstm_without_bias_and_with_batch_first_layout(eng):

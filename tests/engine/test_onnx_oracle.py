@@ -43,7 +43,7 @@ def load(case):
 
 
 def test_every_model_and_exporter_has_a_fixture():
-    models = {"mlp", "mlp_dynamic", "cnn", "resblock", "stem", "decoder", "transformer", "lstm", "gru", "embedding",
+    models = {"mlp", "mlp_dynamic", "cnn_dynamic", "transformer_dynamic", "lstm_dynamic", "cnn", "resblock", "stem", "decoder", "transformer", "lstm", "gru", "embedding",
               "activations"}
     exporters = {"dynamo", "dynamo_noopt", "torchscript"}
     have = {tuple(c.split(".")) for c in CASES}
@@ -88,10 +88,18 @@ def test_gradients_match_torch(eng, case, with_sens):
 
 
 @pytest.mark.parametrize("exporter", ["dynamo", "dynamo_noopt", "torchscript"])
-def test_a_free_batch_dimension_stays_free(eng, exporter):
-    doc, golden = load(f"mlp_dynamic.{exporter}")
-    assert doc["inputs"][0]["shape"] == [None, 6], doc["inputs"]
+@pytest.mark.parametrize("model", ["mlp_dynamic", "cnn_dynamic", "transformer_dynamic", "lstm_dynamic"])
+def test_a_free_batch_dimension_stays_free(eng, model, exporter):
+    """Exported with a free batch dimension, the network takes any batch: each example's output
+    and input gradient are the golden ones (these models treat the examples independently)."""
+    doc, golden = load(f"{model}.{exporter}")
+    assert doc["inputs"][0]["shape"][0] is None, doc["inputs"]
+    assert None not in doc["inputs"][0]["shape"][1:]
     net = engine.parse_network(doc)
-    x = golden["input/" + net.inputs[0].name]
-    one = eng.grad(net, [x[:1]], return_value=True)  # batch 1 of the batch-3 golden: the same first row
-    close(one.value[0], golden["value/0"][:1], "batch of 1")
+    name = net.inputs[0].name
+    x, value, grad = golden["input/" + name], golden["value/0"], golden["grad/ones/" + name]
+    n = x.shape[0]
+    for pick in ([0], [i % n for i in (1, 0, 2, 1, 0, 2)]):  # batch 1, and batch 6 repeating the examples
+        result = eng.grad(net, [x[pick]], return_value=True)
+        close(result.value[0], value[pick], f"{model}.{exporter}: batch {len(pick)} output")
+        close(result.gradients, grad[pick], f"{model}.{exporter}: batch {len(pick)} input gradient")

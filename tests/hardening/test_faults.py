@@ -22,6 +22,7 @@ from hardening_helpers import (
 )
 
 from tests.support.api_contract import chain_request, error_of, metric
+from tests.support.servers import start_refused
 
 
 def _depths(c: httpx.Client, workers: int) -> list[float]:
@@ -192,10 +193,12 @@ def _assert_registry_unavailable(c: httpx.Client, network_id: str, why: str) -> 
     ready = c.get("/health/ready")
     assert error_of(ready, 503, "registry_unavailable")
     assert c.get("/health/live").status_code == 200
-    # networks inline still work; a network already parsed in memory still answers by id
+    # networks inline still work; by id, /grad answers what GET answers (no 200 from memory)
     assert c.post("/grad", json=tutorial_request()).status_code == 200
-    by_id = c.post("/grad", json={"network_id": network_id, "inputs": inputs})
-    assert by_id.status_code == 200 or error_of(by_id, 503, "registry_unavailable")
+    for _ in range(3):
+        by_id = c.post("/grad", json={"network_id": network_id, "inputs": inputs})
+        err = error_of(by_id, 503, "registry_unavailable")
+        assert why in err["message"], err
 
 
 def _assert_fresh_and_working(c: httpx.Client) -> str:
@@ -214,6 +217,9 @@ def test_registry_file_damaged_under_a_running_server(server_factory, tmp_path_f
     server = server_factory(directory=directory, registry_path=path)
     with server.client() as c:
         network_id = _register(c, "before")
+        # warm: the network is parsed in the registry's memory before the damage
+        assert c.post("/grad", json={"network_id": network_id, "inputs": tutorial_request()["inputs"]}
+                      ).status_code == 200
         if damage == "delete":
             path.unlink()
             why = "deleted"
@@ -225,12 +231,30 @@ def test_registry_file_damaged_under_a_running_server(server_factory, tmp_path_f
     assert server.process.poll() is None, "the server crashed:\n" + server.log()[-3000:]
     assert server.stop() == 0, server.log()[-3000:]
     assert "Traceback" not in server.log(), server.log()[-3000:]
-    # a restart opens a working registry (an unreadable file is moved aside, never overwritten)
-    again = server_factory(directory=directory, registry_path=path)
+    if damage == "delete":
+        # no file at all is a first start: a fresh registry
+        again = server_factory(directory=directory, registry_path=path)
+        with again.client() as c:
+            _assert_fresh_and_working(c)
+        figures["registry_delete"] = {"error": "503 registry_unavailable (deleted)",
+                                      "after_restart": "a missing file is a first start: empty, working"}
+        assert_healthy(again)
+        return
+    # a damaged file: the server refuses to start, naming the file and the ways out, and leaves it be
+    refused = start_refused(directory, registry_path=path)
+    assert refused.returncode != 0
+    assert str(path) in refused.output and "--registry-start-empty" in refused.output, refused.output[-3000:]
+    assert path.read_bytes().startswith(b"this is not an SQLite database")
+    assert not list(directory.glob("registry.sqlite3.corrupt-*"))
+    # starting anyway, empty, is an explicit choice; the damaged file is moved aside
+    again = server_factory(directory=directory, registry_path=path, registry_start_empty="true")
     with again.client() as c:
         _assert_fresh_and_working(c)
         left = [n["name"] for n in c.get("/networks").json()["networks"]]
     aside = sorted(p.name for p in directory.glob("registry.sqlite3.corrupt-*"))
-    figures[f"registry_{damage}"] = {"error": f"503 registry_unavailable ({why})",
-                                     "after_restart": f"working; networks listed: {left}; moved aside: {aside}"}
+    assert aside and (directory / aside[0]).read_bytes().startswith(b"this is not an SQLite database")
+    figures["registry_overwrite"] = {
+        "error": "503 registry_unavailable (corrupted), /grad by id included",
+        "restart": f"refused, exit {refused.returncode}, message names the file and --registry-start-empty",
+        "with --registry-start-empty true": f"working; networks listed: {left}; moved aside: {aside}"}
     assert_healthy(again)

@@ -19,6 +19,10 @@ from tests.support.servers import KEY_FUZZ
 COMMITTED = ROOT / "openapi" / "openapi.json"
 ROUTES = {
     "/grad": {"post"},
+    "/jvp": {"post"},
+    "/vjp": {"post"},
+    "/jacobian": {"post"},
+    "/hvp": {"post"},
     "/networks": {"get", "post"},
     "/networks/{network_id}": {"get", "delete"},
     "/ops": {"get"},
@@ -88,6 +92,21 @@ def test_grad_request_examples_are_accepted(client):
         body = r.json()
         assert set(body) <= set(models.GradResponse.model_fields)
         models.GradResponse.model_validate(body)
+
+
+@pytest.mark.parametrize(("route", "request_model", "response_model"), [
+    ("/jvp", models.JvpRequest, models.JvpResponse),
+    ("/vjp", models.VjpRequest, models.VjpResponse),
+    ("/jacobian", models.JacobianRequest, models.JacobianResponse),
+    ("/hvp", models.HvpRequest, models.HvpResponse),
+])
+def test_transform_request_examples_are_accepted(client, route, request_model, response_model):
+    for example in request_model.model_config["json_schema_extra"]["examples"]:
+        r = client.post(route, json=example)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert set(body) <= set(response_model.model_fields)
+        response_model.model_validate(body)
 
 
 def test_schemathesis(live_server, tmp_path):

@@ -97,3 +97,22 @@ def test_readme_python_client_prints_as_shown(live_server):
     assert NUMBER.sub("#", " ".join(got.split())) == NUMBER.sub("#", " ".join(shown.split()))
     np.testing.assert_allclose([float(x) for x in NUMBER.findall(got)], [float(x) for x in NUMBER.findall(shown)],
                                rtol=1e-5, atol=1e-6)
+
+
+ROUTE_CURL = re.compile(r"curl -s http://127\.0\.0\.1:8000/(jvp|vjp|jacobian|hvp) -H 'Content-Type: application/json' -d '")
+ROUTE_BLOCKS = [(m.group(1), text) for lang, text in BLOCKS if lang == "sh" and (m := ROUTE_CURL.match(text))]
+
+
+def test_readme_has_a_curl_example_of_every_functional_route():
+    assert sorted(route for route, _ in ROUTE_BLOCKS) == ["hvp", "jacobian", "jvp", "vjp"]
+    bodies = [json.loads(text[len(CURL):text.rindex("'")]) for text in CURL_BLOCKS]
+    assert any("grad_position" in b for b in bodies)  # the mindspore.grad form of /grad
+
+
+@pytest.mark.parametrize(("route", "block"), ROUTE_BLOCKS, ids=[r for r, _ in ROUTE_BLOCKS])
+def test_readme_functional_curl_examples_answer_as_shown(client, route, block):
+    body = json.loads(block[ROUTE_CURL.match(block).end():block.rindex("'")])
+    (answer,) = _after(block)
+    response = client.post(f"/{route}", json=body)
+    assert response.status_code == 200, response.text
+    _same_answer(response.json(), json.loads(answer))

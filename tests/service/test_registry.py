@@ -1,5 +1,5 @@
-"""The network registry: in process (SQLite, namespaces, the LRU, a deleted or corrupted file),
-then across real server restarts."""
+"""The network registry in process: SQLite (namespaces, the LRU, a deleted or corrupted file, two
+registries on one file), and the same operations on PostgreSQL (tests/support/postgres.py)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,16 @@ import engine
 from service.auth import PUBLIC, namespace_of
 from service.errors import NotFoundError
 from service.http.errors import status_of
-from service.registry import NetworkRegistry, RegistryUnavailableError
+from service.registry import (
+    PostgresRegistry,
+    RegistryDamagedError,
+    RegistryUnavailableError,
+    SQLiteRegistry,
+)
 from tests.support import FIXTURES
-from tests.support.api_contract import error_of
 
 
-def healthy(registry: NetworkRegistry) -> bool:
+def healthy(registry: SQLiteRegistry) -> bool:
     try:
         registry.check()
     except RegistryUnavailableError:
@@ -34,7 +38,7 @@ def networks():
 
 @pytest.fixture
 def registry(tmp_path):
-    reg = NetworkRegistry(tmp_path / "deep" / "dir" / "registry.sqlite3", cache_size=2)
+    reg = SQLiteRegistry(tmp_path / "deep" / "dir" / "registry.sqlite3", cache_size=2)
     reg.open()
     yield reg
     reg.close()
@@ -94,13 +98,13 @@ def test_parsed_networks_are_cached(registry, networks):
 
 def test_wal_and_persistence(tmp_path, networks):
     path = tmp_path / "r.sqlite3"
-    reg = NetworkRegistry(path)
+    reg = SQLiteRegistry(path)
     reg.open()
     reg.put("ns", networks[0])
     with sqlite3.connect(path) as other:
         assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     reg.close()
-    again = NetworkRegistry(path)
+    again = SQLiteRegistry(path)
     again.open()
     assert [s["network_id"] for s in again.list("ns")] == [networks[0].id]
     again.close()
@@ -116,64 +120,176 @@ def test_deleted_file_is_a_clear_503(registry, networks):
     with pytest.raises(RegistryUnavailableError):
         registry.put("ns", networks[1])
     # a restart opens a fresh registry (and drops the orphaned -wal/-shm)
-    fresh = NetworkRegistry(registry.path)
+    fresh = SQLiteRegistry(registry.path)
     fresh.open()
     assert fresh.list("ns") == [] and healthy(fresh)
     fresh.close()
 
 
-def test_corrupted_file_is_a_clear_503_then_moved_aside(registry, networks):
-    registry.put("ns", networks[0])
-    with sqlite3.connect(registry.path) as other:
+def _overwrite(path):
+    with sqlite3.connect(path) as other:
         other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    with open(registry.path, "r+b") as f:
+    with open(path, "r+b") as f:
         f.write(b"not a database!!" * 256)
+
+
+def test_corrupted_file_is_a_clear_503_and_a_refusal_to_start(registry, networks):
+    registry.put("ns", networks[0])
+    assert registry.cached("ns", networks[0].id) is not None
+    _overwrite(registry.path)
     with pytest.raises(RegistryUnavailableError) as info:
         registry.list("ns")
     assert "corrupted" in info.value.message
     assert not healthy(registry)
-    fresh = NetworkRegistry(registry.path)
+    # the LRU gives the same answer as the database: no 200 by id from memory
+    with pytest.raises(RegistryUnavailableError):
+        registry.cached("ns", networks[0].id)
+    with pytest.raises(RegistryUnavailableError):
+        registry.get("ns", networks[0].id)
+    # a restart refuses, naming the file and the ways out; the file is left where it is
+    again = SQLiteRegistry(registry.path)
+    with pytest.raises(RegistryDamagedError) as refused:
+        again.open()
+    message = str(refused.value)
+    assert str(registry.path) in message and "--registry-start-empty" in message and ".recover" in message
+    assert registry.path.exists() and not list(registry.path.parent.glob("registry.sqlite3.corrupt-*"))
+    # only on request does it start empty, the damaged file moved aside (never deleted)
+    fresh = SQLiteRegistry(registry.path, start_empty=True)
     fresh.open()
-    assert fresh.list("ns") == []
-    assert [p.name for p in registry.path.parent.glob("registry.sqlite3.corrupt-*")]
+    assert fresh.list("ns") == [] and healthy(fresh)
+    aside = [p for p in registry.path.parent.glob("registry.sqlite3.corrupt-*") if not p.name.endswith("-wal")]
+    assert len(aside) == 1 and aside[0].read_bytes().startswith(b"not a database!!")
     fresh.close()
 
 
-# -- across restarts (real servers) -------------------------------------------------------------
+def test_two_registries_on_one_file_see_each_others_deletes(tmp_path, networks):
+    a, b = networks[:2]
+    one, two = SQLiteRegistry(tmp_path / "r.sqlite3"), SQLiteRegistry(tmp_path / "r.sqlite3")
+    one.open()
+    two.open()
+    for reg in (one, two):
+        reg.put("ns", a)
+        reg.put("ns", b)
+        assert reg.cached("ns", a.id) is not None
+    assert one.delete("ns", a.id) is False
+    assert two.cached("ns", a.id) is None  # at once, with no call to the database but the version
+    with pytest.raises(NotFoundError):
+        two.get("ns", a.id)
+    assert two.cached("ns", b.id) is not None  # only what was deleted is forgotten
+    # registered again through one: two reads it back
+    one.put("ns", a)
+    assert two.get("ns", a.id).id == a.id
+    one.close()
+    two.close()
 
 
-def test_registry_survives_restart_and_a_deleted_file(server_factory, tmp_path_factory, tutorial):
-    directory = tmp_path_factory.mktemp("restart")
-    network = tutorial[0]["request"]["network"]
-    inputs = tutorial[0]["request"]["inputs"]
+def test_a_registry_that_missed_more_deletions_than_the_log_keeps_forgets_everything(tmp_path, networks,
+                                                                                       monkeypatch):
+    import service.registry as module
 
-    first = server_factory(directory=directory)
-    with first.client() as c:
-        nid = c.post("/networks", json=network).json()["network_id"]
-        assert c.post("/grad", json={"network_id": nid, "inputs": inputs}).status_code == 200
-    assert first.stop() == 0
+    monkeypatch.setattr(module, "_DELETIONS_KEPT", 2)
+    a, b, c = networks[:3]
+    one, two = SQLiteRegistry(tmp_path / "r.sqlite3"), SQLiteRegistry(tmp_path / "r.sqlite3")
+    one.open()
+    two.open()
+    for net in (a, b, c):
+        one.put("ns", net)
+        two.get("ns", net.id)
+    one.put("other", c)
+    two.get("other", c.id)
+    for net in (a, b, c):
+        one.delete("ns", net.id)
+    assert two.cached("other", c.id) is None  # not deleted, but two cannot know: read again
+    assert two.get("other", c.id).id == c.id
+    assert two.cached("ns", a.id) is None
+    one.close()
+    two.close()
 
-    second = server_factory(directory=directory)
-    assert second.registry_path == first.registry_path
-    with second.client() as c:
-        assert [n["network_id"] for n in c.get("/networks").json()["networks"]] == [nid]
-        assert c.post("/grad", json={"network_id": nid, "inputs": inputs}).status_code == 200
-        assert c.post("/networks", json=network).status_code == 200
 
-        # the file is deleted under the running server: clear 503s, nothing crashes
-        second.registry_path.unlink()
-        r = c.post("/networks", json=dict(network, name="another"))
-        err = error_of(r, 503, "registry_unavailable")
-        assert "deleted" in err["message"] and int(r.headers["retry-after"]) >= 1
-        error_of(c.get("/networks"), 503, "registry_unavailable")
-        error_of(c.get("/health/ready"), 503, "registry_unavailable")
-        assert c.get("/health/live").status_code == 200
-        assert c.post("/grad", json=tutorial[0]["request"]).status_code == 200  # inline still works
-    assert second.stop() == 0
+@pytest.fixture
+def pg_registries(postgres_url):
+    one, two = PostgresRegistry(postgres_url), PostgresRegistry(postgres_url)
+    one.open()
+    two.open()
+    yield one, two
+    one.close()
+    two.close()
 
-    third = server_factory(directory=directory)  # a fresh registry
-    with third.client() as c:
-        assert c.get("/networks").json() == {"networks": []}
-        err = error_of(c.post("/grad", json={"network_id": nid, "inputs": inputs}), 404, "not_found")
-        assert "API key" not in err["message"]  # this server has no keys
-        assert c.post("/networks", json=network).status_code == 201
+
+def _poll(predicate, timeout=5.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.001)
+    return predicate()
+
+
+def test_postgres_operations_and_namespaces(pg_registries, networks):
+    registry, _ = pg_registries
+    a, b = networks[:2]
+    signature, created = registry.put("ns1", a)
+    assert created and signature == a.signature()
+    assert registry.put("ns1", a) == (signature, False)
+    registry.put("ns1", b)
+    assert [s["network_id"] for s in registry.list("ns1")] == [a.id, b.id]
+    assert engine.parse_network(json.loads(registry.document("ns1", a.id))).id == a.id
+    assert registry.list("bob") == []
+    with pytest.raises(NotFoundError) as info:
+        registry.get("bob", a.id)
+    assert status_of(info.value) == 404
+    assert registry.put("bob", a)[1] is True
+    assert registry.delete("ns1", a.id) is True
+    assert registry.delete("bob", a.id) is False
+    with pytest.raises(NotFoundError):
+        registry.delete("bob", a.id)
+    assert [s["network_id"] for s in registry.list("ns1")] == [b.id]
+
+
+def test_postgres_delete_reaches_the_other_registry_by_notify(pg_registries, networks):
+    one, two = pg_registries
+    a, b = networks[:2]
+    one.put("ns", a)
+    one.put("ns", b)
+    assert two.get("ns", a.id).id == a.id and two.get("ns", b.id).id == b.id
+    assert ("ns", a.id) in two._cache and two.cached("ns", a.id) is None  # never from memory alone
+    one.delete("ns", a.id)
+    # by id it is gone at once (get confirms in the database), and NOTIFY empties the LRU soon after
+    with pytest.raises(NotFoundError):
+        two.get("ns", a.id)
+    assert _poll(lambda: ("ns", a.id) not in two._cache, timeout=2.0)
+    assert ("ns", b.id) in two._cache and two.get("ns", b.id).id == b.id
+
+
+def test_postgres_notify_empties_the_lru_of_a_registry_that_is_not_asked(pg_registries, networks):
+    one, two = pg_registries
+    a = networks[0]
+    one.put("ns", a)
+    two.get("ns", a.id)
+    one.delete("ns", a.id)
+    assert _poll(lambda: ("ns", a.id) not in two._cache, timeout=2.0)
+
+
+def test_postgres_down_is_a_503_and_the_lru_is_bypassed(postgres_cluster, networks):
+    """A registry on a database that stops: 503 on every route (the LRU too), and back once it is up."""
+    url = postgres_cluster.create_database()
+    reg = PostgresRegistry(url)
+    reg.open()
+    try:
+        reg.put("ns", networks[0])
+        assert ("ns", networks[0].id) in reg._cache
+        postgres_cluster.stop()
+        try:
+            assert _poll(lambda: not healthy(reg), timeout=10)
+            with pytest.raises(RegistryUnavailableError):
+                reg.cached("ns", networks[0].id)
+            with pytest.raises(RegistryUnavailableError):
+                reg.list("ns")
+        finally:
+            postgres_cluster.start_again()
+        assert _poll(lambda: healthy(reg) and reg._fresh(), timeout=15)
+        assert reg.get("ns", networks[0].id).id == networks[0].id
+    finally:
+        reg.close()

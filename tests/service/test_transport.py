@@ -15,11 +15,12 @@ import orjson
 import pytest
 
 import engine
-from service.ipc.messages import GradJob, JobResult
+from service.ipc.messages import JobResult
 from service.pool import WorkerPool
 from service.settings import Settings
 from tests.support import FIXTURES
 from tests.support.api_contract import decode_response, encode_request
+from tests.support.jobs import grad_job
 
 # -- through a real worker ------------------------------------------------------------------
 
@@ -51,7 +52,7 @@ def test_large_inputs_and_results_cross_through_the_arenas(pool: tuple[Any, Work
     expected = engine.Engine().grad(net, xs, get_by_list=True).gradients
 
     async def run() -> list[JobResult]:
-        jobs = [GradJob(network_id=net.id, inputs=xs, get_by_list=True, deadline=time.monotonic() + 60)
+        jobs = [grad_job(net.id, xs, get_by_list=True, deadline=time.monotonic() + 60)
                 for _ in range(6)]
         return await asyncio.gather(*(p.submit(j, lambda: net.to_json("b64")) for j in jobs))
 

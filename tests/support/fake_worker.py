@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import engine
-from engine.request import call_arguments
+from engine.transforms import from_wire
 from service.ipc import messages as m
 from service.ipc.framing import decode_frame, encode_msg
 from service.pool.slots import OnExit, OnMessage, Slot, WorkerHandle
@@ -47,9 +47,8 @@ class EngineCompute:
         net = self.networks.get(job.network_id)
         if net is None or job.network_doc is not None:
             net = self.networks[job.network_id] = engine.parse_network(job.network_doc, path=job.network_path)
-        result = self.engine.grad(net, job.inputs, **call_arguments(job))
-        return m.JobResult(result.gradients, result.gradient_names, result.value,
-                           {**result.timing_ms, "queue": 0.0}, result.cache_hit, self.engine.stats)
+        result = self.engine.run(net, from_wire(job.spec), job.inputs, parameters=job.parameters, extra=job.extra)
+        return m.JobResult(result.fields, {**result.timing_ms, "queue": 0.0}, result.cache_hit, self.engine.stats)
 
 
 class FakeWorker(WorkerHandle):

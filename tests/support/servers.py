@@ -135,6 +135,28 @@ def start_server(directory: Path, *, wait_ready: bool = True, env: dict[str, str
     return server
 
 
+@dataclass
+class Refused:
+    returncode: int
+    output: str
+
+
+def start_refused(directory: Path, timeout: float = START_TIMEOUT_S, **settings: Any) -> Refused:
+    """Run ``gradserve serve`` with ``settings`` where it must refuse to start: its exit status and
+    output (a server that starts instead is killed, and the test fails)."""
+    settings.setdefault("device", "cpu")
+    settings.setdefault("workers", 1)
+    args = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(free_port())]
+    for name, value in settings.items():
+        args += ["--" + name.replace("_", "-"), str(value)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRADSERVE_")}
+    try:
+        done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"the server started instead of refusing:\n{exc.stdout}\n{exc.stderr}") from None
+    return Refused(done.returncode, (done.stdout or "") + (done.stderr or ""))
+
+
 @pytest.fixture(scope="session")
 def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., LiveServer]]:
     started: list[LiveServer] = []

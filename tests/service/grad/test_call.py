@@ -17,15 +17,14 @@ X = {"dtype": "float32", "shape": [2], "data": [1.0, 2.0]}
 
 def test_defaults() -> None:
     call = parse_call({"network_id": "sha256:x", "inputs": [X]}, 250)
-    assert call == GradCall(get_all=False, get_by_list=False, sens_param=False, return_value=False, weights=None,
-                            output_encoding="json", timeout_ms=250.0)
+    assert call == GradCall(engine.GradOperation(), output_encoding="json", timeout_ms=250.0)
 
 
 def test_flags_and_options() -> None:
     doc = {"get_all": True, "get_by_list": True, "weights": ["w"], "return_value": True,
            "output_encoding": "binary", "timeout_ms": 12, "inputs": []}
     call = parse_call(doc, 250)
-    assert (call.get_all, call.get_by_list, call.weights, call.return_value) == (True, True, ["w"], True)
+    assert call.spec == engine.GradOperation(get_all=True, get_by_list=True, weights=("w",), return_value=True)
     assert (call.output_encoding, call.timeout_ms) == ("binary", 12.0)
     assert parse_call({"timeout_ms": None}, 250).timeout_ms == 250.0
 
@@ -52,7 +51,7 @@ def test_tensors_are_decoded_with_the_body_and_its_limit() -> None:
     body = parse_body(orjson.dumps(doc), {})
     call = decode_tensors(parse_call(body.doc, 250), body)
     np.testing.assert_array_equal(call.inputs["x"], [1.0, 2.0])
-    assert set(call.parameters) == {"w"} and len(call.sens) == 1
+    assert set(call.parameters) == {"w"} and len(call.extra) == 1
     assert decode_tensors(parse_call({}, 1), parse_body(b'{"parameters": {}}', {})).parameters is None
 
     small = parse_body(orjson.dumps({"inputs": [X]}), {}, max_elements=1)

@@ -20,22 +20,22 @@ NET = engine.parse_network({
 X, Y = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)
 
 
-def call(**flags: Any) -> GradCall:
-    return GradCall(**{"get_all": False, "get_by_list": False, "sens_param": False, "return_value": False,
-                       "weights": None, "output_encoding": "json", "timeout_ms": 1.0, **flags})
+def call(*, sens: Any = None, parameters: Any = None, weights: Any = None, **flags: Any) -> GradCall:
+    spec = engine.GradOperation(**flags, weights=None if weights is None else tuple(weights))
+    return GradCall(spec, "json", 1.0, parameters=parameters, extra=sens)
 
 
 @pytest.fixture
 def validator(monkeypatch: pytest.MonkeyPatch) -> Validator:
     v = Validator(max_elements=1000, cache_size=4)
     v.checks = 0  # type: ignore[attr-defined]
-    check = v.engine.check
+    check = v.engine.check_run
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         v.checks += 1  # type: ignore[attr-defined]
         return check(*args, **kwargs)
 
-    monkeypatch.setattr(v.engine, "check", counted)
+    monkeypatch.setattr(v.engine, "check_run", counted)
     return v
 
 

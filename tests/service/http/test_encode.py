@@ -48,3 +48,9 @@ def test_encode_b64_and_binary():
     assert head["network_id"] == "sha256:0"
     assert head["gradients"][0][0] == {"dtype": "float32", "shape": [2, 3], "binary_data_size": 24}
     assert out.body[size:] == X.tobytes() + Y.tobytes() + Z.tobytes() + X.tobytes()
+
+
+def test_a_scalar_keeps_its_empty_shape_in_binary() -> None:
+    out, chunks = encode.encode_fields({"value": np.float32(2.5).reshape(())}, "binary")
+    assert orjson.loads(out["value"]) == {"dtype": "float32", "shape": [], "binary_data_size": 4}
+    assert bytes(chunks[0]) == np.float32(2.5).tobytes()

@@ -132,7 +132,7 @@ def test_messages_carry_arrays_as_whole_buffers() -> None:
     ]
     a, b = multiprocessing.Pipe()
     try:
-        msg = m.result(7, JobResult(gradients=arrays, gradient_names=["x"], value=None), [])
+        msg = m.result(7, JobResult({"gradients": arrays, "gradient_names": ["x"]}), [])
         sender = threading.Thread(target=send_msg, args=(a, msg))
         sender.start()
         got = recv_msg(b)

@@ -8,6 +8,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from engine.transforms import GradOperation, from_wire, to_wire
 from service.ipc import messages as m
 from service.ipc.framing import _BUF, _HEAD, _LEN, decode_frame, encode_msg
 from service.ipc.messages import GradJob, JobResult, pack, unpack
@@ -42,28 +43,30 @@ def test_an_array_comes_back_equal(array: np.ndarray) -> None:
 
 
 def test_a_job_comes_back_field_for_field() -> None:
+    spec = to_wire(GradOperation(get_all=True, get_by_list=True, sens_param=True, weights=("w", "b"),
+                                 return_value=True))
     job = GradJob(
-        network_id="sha256:abc", inputs={"x": ARRAYS[0], "y": ARRAYS[5]}, get_all=True, get_by_list=True,
-        sens_param=True, weights=["w", "b"], sens=[ARRAYS[4], ARRAYS[3]], parameters={"w": ARRAYS[1]},
-        return_value=True, deadline=12.5, network_doc={"format": "gradnet/1", "nodes": []},
+        network_id="sha256:abc", inputs={"x": ARRAYS[0], "y": ARRAYS[5]}, spec=spec,
+        extra=[ARRAYS[4], ARRAYS[3]], parameters={"w": ARRAYS[1]},
+        deadline=12.5, network_doc={"format": "gradnet/1", "nodes": []},
         network_path="network.",
     )
     msg = _through_the_frame(m.job(7, job, 3.0))
     assert msg[0] == m.JOB
     job_id, back, sent_at = m.read_job(msg)
     assert (job_id, sent_at) == (7, 3.0)
-    for name in ("network_id", "get_all", "get_by_list", "sens_param", "weights", "return_value", "deadline",
-                 "network_doc", "network_path"):
+    for name in ("network_id", "spec", "deadline", "network_doc", "network_path"):
         assert getattr(back, name) == getattr(job, name), name
     assert set(back.inputs) == {"x", "y"} and set(back.parameters) == {"w"}
     np.testing.assert_array_equal(back.inputs["y"], job.inputs["y"])
     np.testing.assert_array_equal(back.parameters["w"], job.parameters["w"])
-    assert [s.shape for s in back.sens] == [(), (0, 3)]
+    assert [s.shape for s in back.extra] == [(), (0, 3)]
+    assert from_wire(back.spec) == from_wire(spec)
 
 
 def test_a_result_comes_back_with_nested_gradients() -> None:
-    result = JobResult(gradients=[[ARRAYS[0]], [ARRAYS[2], ARRAYS[6]]], gradient_names=[["x"], ["w", "b"]],
-                       value=[ARRAYS[4]], timing_ms={"compute": 1.5}, cache_hit=True,
+    result = JobResult({"gradients": [[ARRAYS[0]], [ARRAYS[2], ARRAYS[6]]], "gradient_names": [["x"], ["w", "b"]],
+                        "value": [ARRAYS[4]]}, timing_ms={"compute": 1.5}, cache_hit=True,
                        cache_stats={"hits": 3.0})
     job_id, back, evicted = m.read_result(_through_the_frame(m.result(1, result, ["sha256:old"])))
     assert (job_id, evicted) == (1, ["sha256:old"])
@@ -74,7 +77,8 @@ def test_a_result_comes_back_with_nested_gradients() -> None:
 
 
 def test_a_tutorial_job_pickles_no_class_or_function_reference() -> None:
-    job = GradJob(network_id="sha256:abc", inputs=ARRAYS[:1] + ARRAYS[5:6], get_all=True, deadline=1.0)
+    job = GradJob(network_id="sha256:abc", inputs=ARRAYS[:1] + ARRAYS[5:6], spec=to_wire(GradOperation(get_all=True)),
+                  deadline=1.0)
     parts, _ = encode_msg(m.job(1, job, 0.0))
     frame = b"".join(bytes(p) for p in parts)[_LEN.size:]
     count, payload_len, _, _ = _HEAD.unpack_from(frame, 0)
@@ -95,3 +99,7 @@ def test_every_other_message_is_read_back_by_its_reader() -> None:
         msg = _through_the_frame(make(value))
         assert msg[0] == kind and m.payload(msg) == value
     assert _through_the_frame(m.stop()) == (m.STOP,)
+
+
+def test_the_default_spec_is_grad_operation_without_flags() -> None:
+    assert GradJob("sha256:x", []).spec == to_wire(GradOperation())

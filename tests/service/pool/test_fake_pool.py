@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import engine
+from engine.transforms import from_wire
 from service.errors import (
     DeadlineExceededError,
     EngineFailedError,
@@ -25,6 +26,7 @@ from service.ipc.messages import GradJob, JobResult
 from service.pool import WorkerPool
 from service.settings import Settings
 from tests.support.fake_worker import FakeLauncher
+from tests.support.jobs import grad_job
 
 NET = engine.parse_network({
     "format": "gradnet/1", "name": "mul", "inputs": [{"name": "x"}, {"name": "y"}], "parameters": [],
@@ -34,7 +36,7 @@ X, Y = np.arange(3, dtype=np.float32), np.full(3, 2.0, np.float32)
 
 
 def job(net: engine.Network = NET, timeout_s: float = 30.0, **flags: Any) -> GradJob:
-    return GradJob(network_id=net.id, inputs=[X, Y], deadline=time.monotonic() + timeout_s, **flags)
+    return grad_job(net.id, [X, Y], deadline=time.monotonic() + timeout_s, **flags)
 
 
 def run(scenario: Callable[[WorkerPool, FakeLauncher], Any], launcher: FakeLauncher | None = None,
@@ -146,7 +148,7 @@ def test_the_deadline_fails_the_caller_and_cancels_the_job() -> None:
 
 def test_engine_errors_come_back_as_the_engine_classes_and_other_failures_as_internal() -> None:
     def compute(grad_job: GradJob) -> JobResult:
-        if grad_job.get_all:
+        if from_wire(grad_job.spec).get_all:
             raise engine.ShapeError("no", "nodes[0]")
         raise MemoryError("out of device memory")
 

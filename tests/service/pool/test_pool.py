@@ -38,6 +38,7 @@ from service.pool import PoolStartError, WorkerPool
 from service.pool.probe import cpu_plan, gpu_plan, may_have_gpu
 from service.settings import Settings
 from tests.support import FIXTURES, ROOT
+from tests.support.jobs import grad_job
 
 TUTORIAL = json.loads((FIXTURES / "tutorial.json").read_text())["cases"]
 START_TIMEOUT_S = 60.0
@@ -85,7 +86,7 @@ class Docs:
 
 
 def job(net: engine.Network, inputs: Any, timeout_s: float = 30.0, **flags: Any) -> GradJob:
-    return GradJob(network_id=net.id, inputs=inputs, deadline=time.monotonic() + timeout_s, **flags)
+    return grad_job(net.id, inputs, deadline=time.monotonic() + timeout_s, **flags)
 
 
 def slow_input(n: int = 1500) -> list[np.ndarray]:
