@@ -291,15 +291,17 @@ class Engine:
         # The worker's own checks: the server's validator ran the whole of check_run already, so
         # the outputs' shapes are only evaluated where the spec's vectors need them.
         xs = self.bind_inputs(net, inputs)
-        bound = TRANSFORMS[type(spec)].check(_LazyAvals(self, net, xs), net, spec, xs, extra)
+        transform = TRANSFORMS[type(spec)]
+        bound = transform.check(_LazyAvals(self, net, xs), net, spec, xs, extra)
         params = self._device_params(net, parameters)
+        spec = transform.canonical(net, spec)
         key = (net.id, spec, signature(xs), None if bound is None else signature(bound))
         compile_s = 0.0
 
         def compile_now() -> Any:
             nonlocal compile_s
             t0 = time.perf_counter()
-            fn = TRANSFORMS[type(spec)].build(net, spec, [x.dtype for x in xs], self.max_elements)
+            fn = transform.build(net, spec, [x.dtype for x in xs], self.max_elements)
             tree: list[Any] = []
 
             def flat(*args: Any) -> list[Any]:  # one flat list out: one transfer, no walk per call

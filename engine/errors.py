@@ -87,6 +87,13 @@ class SensError(GradnetError):
     code = "bad_sens"
 
 
+class CompileError(GradnetError):
+    """The network's program could not be compiled within the worker's compile budget, or the
+    compiler failed on it (remembered: the same call fails fast)."""
+
+    code = "compile_failed"
+
+
 class ArgumentError(GradnetError):
     """A request argument is wrong: input count, unknown weight or parameter name."""
 

@@ -8,6 +8,7 @@ tools) both use them. Whether the arguments fit the network is :meth:`Engine.che
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -115,8 +116,15 @@ def _grad(doc: Mapping[str, Any]) -> Spec:
                                 "(GradOperation's form has get_all, get_by_list)", key)
     flags = parse_flags(doc)
     weights = flags["weights"]
-    return GradOperation(flags["get_all"], flags["get_by_list"], flags["sens_param"],
-                         None if weights is None else tuple(weights), flags["return_value"], _axes(doc))
+    return _grad_operation(flags["get_all"], flags["get_by_list"], flags["sens_param"],
+                           None if weights is None else tuple(weights), flags["return_value"], _axes(doc))
+
+
+@functools.lru_cache(maxsize=4096)
+def _grad_operation(*fields: Any) -> Spec:
+    """GradOperation's spec, built once per set of flags (a frozen dataclass costs a microsecond,
+    on the hot path of every /grad)."""
+    return GradOperation(*fields)
 
 
 def _jacobian(doc: Mapping[str, Any]) -> Spec:

@@ -22,8 +22,9 @@ the compiled function.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, replace
 from typing import Any, ClassVar, NamedTuple
 
 import jax
@@ -31,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .dtypes import dtype_name, is_float
-from .errors import ArgumentError, DTypeError, SensError, ShapeError
+from .errors import ArgumentError, DTypeError, SensError, ShapeError, TooLargeError
 from .grad import make_forward
 from .network import Network
 
@@ -118,8 +119,10 @@ Spec = GradOperation | Grad | Jvp | Vjp | Jacobian | Hvp
 SPECS: dict[str, type] = {s.kind: s for s in (GradOperation, Grad, Jvp, Vjp, Jacobian, Hvp)}
 
 
+@functools.lru_cache(maxsize=4096)
 def to_wire(spec: Spec) -> tuple[Any, ...]:
-    """The spec as plain data (kind, fields...): a job carries it without a class reference."""
+    """The spec as plain data (kind, fields...): a job carries it without a class reference.
+    Remembered per spec: ``astuple`` walks the fields (microseconds) and a server sends few specs."""
     return (spec.kind, *astuple(spec))
 
 
@@ -365,7 +368,7 @@ def _gradop_build(net, spec: GradOperation, dtypes, max_elements):
 
 def _gradop_layout(net, spec: GradOperation, outs):
     values, g_x, g_w = outs
-    _, weights = _gradop_plan(net, spec)
+    weights = (spec.weights if spec.weights is not None else net.trainable) if spec.get_by_list else ()
     if spec.get_all and spec.get_by_list:
         gradients, names = [list(g_x), list(g_w)], [list(net.input_names), list(weights)]
     elif spec.get_all:
@@ -546,6 +549,14 @@ def _jacobian_build(net, spec: Jacobian, dtypes, max_elements):
 
     def fn(inputs, params, _extra):
         outputs = forward(list(inputs), dict(params))
+        for k, o in enumerate(outputs):  # at trace time: before XLA would allocate it
+            for i in spec.positions:
+                size = o.size * inputs[i].size
+                if max_elements is not None and size > max_elements:
+                    raise TooLargeError(
+                        f"the Jacobian of output {k} w.r.t. input {i} would have {size} elements "
+                        f"({list(o.shape)} + {list(inputs[i].shape)}), over the limit of {max_elements}",
+                        "grad_position")
         f = _closure(forward, d, inputs, params)
         primal = tuple(inputs[i] for i in d.diff_x)
         float_out = [k for k, o in enumerate(outputs) if _inexact(o)]
@@ -580,7 +591,7 @@ def _hvp_check(avals, net, spec: Hvp, xs, extra):
     first = avals[0]
     if tuple(first.shape) != () or not jnp.issubdtype(first.dtype, jnp.inexact):
         raise ShapeError(f"/hvp differentiates the network's first output twice: it must be a float scalar, got "
-                         f"{dtype_name(np.dtype(first.dtype))}{list(first.shape)}", "network.outputs")
+                         f"{dtype_name(np.dtype(first.dtype))}{list(first.shape)}", f"{net.path}outputs")
     wants = [xs[i] for i in spec.positions]
     return _bind_vectors(extra, wants, "vectors", "one tensor per position", spec.bare, spec.batched)
 
@@ -622,10 +633,19 @@ class Transform(NamedTuple):
     check: Callable[..., Any]
     build: Callable[..., Fn]
     layout: Callable[..., dict[str, Any]]
+    # the spec with its defaults resolved against the network (after check): calls that mean the
+    # same share one compiled program
+    canonical: Callable[[Network, Any], Any] = lambda net, spec: spec
+
+
+def _gradop_canonical(net: Network, spec: GradOperation) -> GradOperation:
+    if spec.get_by_list and spec.weights is None:
+        return replace(spec, weights=net.trainable)
+    return spec
 
 
 TRANSFORMS: dict[type, Transform] = {
-    GradOperation: Transform(_gradop_check, _gradop_build, _gradop_layout),
+    GradOperation: Transform(_gradop_check, _gradop_build, _gradop_layout, _gradop_canonical),
     Grad: Transform(_grad_check, _grad_build, _grad_layout),
     Jvp: Transform(_jvp_check, _jvp_build, _jvp_layout),
     Vjp: Transform(_vjp_check, _vjp_build, _vjp_layout),

@@ -64,6 +64,12 @@ class QueueFullError(UnavailableError):
     code = "queue_full"
 
 
+class MemoryBudgetError(UnavailableError):
+    """The bodies of the requests in flight would pass ``--max-inflight-bytes``."""
+
+    code = "memory_budget"
+
+
 class NotReadyError(UnavailableError):
     """The workers are starting, restarting or shutting down."""
 

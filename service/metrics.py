@@ -8,6 +8,8 @@
 - ``gradserve_compile_cache_{hits,misses}_total{worker}``, ``gradserve_compile_cache_size``,
   ``gradserve_compile_cache_compile_seconds_total``: each worker's engine cache, read from the
   pool's snapshot at scrape time.
+- ``gradserve_abandoned_requests_total{reason}``: requests dropped before their computation,
+  ``client_gone`` (the client disconnected: status 499) or ``deadline``.
 - ``gradserve_worker_queue_depth{worker}`` (queued + running), ``gradserve_worker_alive{worker}``,
   ``gradserve_worker_restarts_total{worker}``.
 """
@@ -141,6 +143,10 @@ class Metrics:
         r = self.registry
         self.requests = Counter("gradserve_requests", "HTTP responses by route, method and status",
                                 ["route", "method", "status"], registry=r)
+        # Requests dropped unanswered before their computation (client gone), or whose deadline
+        # passed first: not 200s, not 400s (status 499 in gradserve_requests for the gone ones).
+        self.abandoned = Counter("gradserve_abandoned_requests", "requests dropped before they were computed, "
+                                 "by reason (client_gone, deadline)", ["reason"], registry=r)
         histograms = _Histograms()
         self._request_seconds = histograms.family("gradserve_request_seconds", "HTTP request latency in the server",
                                                   ["route"])

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
                                "--body-timeout-s: a body of N bytes may take body_timeout_s + N / min_body_rate")
     max_connections: int = Field(2048, ge=1, description="open connections; one more is answered 503 and closed")
     max_header_bytes: int = Field(64 * 1024, ge=256, description="largest request line and headers together (431)")
+    max_inflight_bytes: int = Field(1024 * 1024 * 1024, ge=1, description="request bodies in flight together, in "
+                                    "bytes; one more that would pass it gets 503 (one request alone always fits)")
+    compile_timeout_s: float = Field(60.0, gt=0, description="compile budget of one network program in a worker: "
+                                     "past it (or past its estimate) the call fails with 422, remembered")
 
     def keys(self) -> frozenset[str]:
         """The configured API keys (empty: auth is off)."""

@@ -13,10 +13,11 @@ tutorial-sized call stays on the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from starlette.concurrency import run_in_threadpool
@@ -41,12 +42,60 @@ if TYPE_CHECKING:
     from ..pool import Admission
 
 log = logging.getLogger("gradserve.app")
+T = TypeVar("T")
 
 #: JSON text larger than this (a request's, or the JSON part of a binary one) is parsed and its
 #: tensors decoded in the thread pool; binary tensors are views of the body, decoded in no time.
 OFFLOAD_BYTES = 256 * 1024
 #: results with more elements than this are written (JSON, b64) in the thread pool
 LOOP_ENCODE_ELEMENTS = 1 << 21
+
+
+#: the status recorded for a request whose client went away before its answer (nginx's 499)
+CLIENT_GONE = 499
+#: a job not answered within this many seconds starts watching for its client's disconnect (a
+#: fast request never pays for the watch)
+WATCH_AFTER_S = 0.005
+
+
+class ClientGoneError(Exception):
+    """The client disconnected while its job waited for a worker."""
+
+
+async def _unless_gone(submitted: Awaitable[T], receive: Receive) -> T:
+    """Await ``submitted`` (a pool submission), but give up (:class:`ClientGoneError`) as soon as
+    the client disconnects: the submission is cancelled, so the pool tells the worker to skip the
+    job if it has not started it. The body has been read, so ASGI ``receive`` returns only at the
+    disconnect; it is watched from a task started after :data:`WATCH_AFTER_S`, not for every job."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    gone = False
+    watcher: asyncio.Task[Any] | None = None
+
+    def on_message(done: asyncio.Task[Any]) -> None:
+        nonlocal gone
+        if not done.cancelled() and done.exception() is None and done.result()["type"] == "http.disconnect":
+            gone = True
+            if task is not None:
+                task.cancel()
+
+    def watch() -> None:
+        nonlocal watcher
+        watcher = loop.create_task(receive())  # type: ignore[arg-type]
+        watcher.add_done_callback(on_message)
+
+    timer = loop.call_later(WATCH_AFTER_S, watch)
+    try:
+        return await submitted
+    except asyncio.CancelledError:
+        if gone and task is not None:
+            task.uncancel()
+            raise ClientGoneError from None
+        raise
+    finally:
+        timer.cancel()
+        if watcher is not None and not watcher.done():
+            watcher.cancel()
 
 
 class GradHandler:
@@ -60,6 +109,11 @@ class GradHandler:
         self.registry = state.registry
         self.validator = state.validator
         self.metrics = state.metrics
+        # one budget of body bytes in flight for every route's handler of this app
+        budget = getattr(state, "body_budget", None)
+        if budget is None:
+            budget = state.body_budget = http_body.BodyBudget(state.settings.max_inflight_bytes)  # type: ignore[attr-defined]
+        self.budget: http_body.BodyBudget = budget
         # inline networks, parsed once per distinct network as sent
         self._inline: LRUCache[engine.Network] = LRUCache(state.settings.network_cache_size)
 
@@ -84,21 +138,35 @@ class GradHandler:
             if pool is not None:
                 pool.admit().release()
             settings = self.settings
-            body = await http_body.receive_body(receive, declared, settings.max_body_bytes,
-                                                timeout_s=settings.body_timeout_s, min_rate=settings.min_body_rate)
-            if encoding is not None:
-                decode = http_body.decode_content
-                body = await run_in_threadpool(decode, body, encoding, settings.max_body_bytes) \
-                    if len(body) > OFFLOAD_BYTES else decode(body, encoding, settings.max_body_bytes)
-            admission = pool.admit() if pool is not None else None
+            budget = self.budget
+            reserved = budget.reserve_declared(declared)  # the memory budget, before the body is read
             try:
-                response = await self._grad(scope[NAMESPACE], body, headers, arrived, admission)
+                body = await http_body.receive_body(receive, declared, settings.max_body_bytes,
+                                                    timeout_s=settings.body_timeout_s,
+                                                    min_rate=settings.min_body_rate)
+                if not reserved:
+                    reserved = budget.reserve(len(body))
+                if encoding is not None:
+                    decode = http_body.decode_content
+                    body = await run_in_threadpool(decode, body, encoding, settings.max_body_bytes) \
+                        if len(body) > OFFLOAD_BYTES else decode(body, encoding, settings.max_body_bytes)
+                admission = pool.admit() if pool is not None else None
+                try:
+                    response = await self._grad(scope[NAMESPACE], body, headers, arrived, admission, receive)
+                finally:
+                    if admission is not None:
+                        admission.release()
             finally:
-                if admission is not None:
-                    admission.release()
+                budget.release(reserved)
+        except ClientGoneError:
+            return CLIENT_GONE  # nobody to answer (the worker was told to skip the job)
         except ERRORS as exc:
             log_error(self.route, exc)
             response = error_response(exc)
+            # The traceback's frames hold the body (and a thread pool's future holds the error, a
+            # cycle): without this a refused body waits for the garbage collector (issue 12).
+            exc.__traceback__ = None
+            body = None  # noqa: F841 - freed before the answer is sent
         except Exception as exc:
             log.error("unhandled error in %s", self.route, exc_info=exc)
             response = bug_response(exc)
@@ -106,7 +174,7 @@ class GradHandler:
         return response.status_code
 
     async def _grad(self, namespace: str, body: bytes, headers: Mapping[str, str], arrived: float,
-                    admission: Admission | None = None) -> Response:
+                    admission: Admission | None = None, receive: Receive | None = None) -> Response:
         settings = self.settings
         t0 = time.perf_counter()
         # Only a large JSON text is worth the thread pool (parsing it, decoding its tensors): the
@@ -140,7 +208,8 @@ class GradHandler:
         pool = self.state.pool
         if pool is None:
             raise NotReadyError("the engine workers are not started")
-        result: JobResult = await pool.submit(job, lambda: net.to_json("b64"), admission)
+        submitted = pool.submit(job, lambda: net.to_json("b64"), admission)
+        result: JobResult = await (submitted if receive is None else _unless_gone(submitted, receive))
         return await self._respond(net, call, result, decode_ms)
 
     async def _network(self, namespace: str, parsed: http_body.Body, big: bool) -> engine.Network:

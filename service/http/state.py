@@ -104,6 +104,9 @@ class State:
         return getattr(route, "path", None) or "unmatched"
 
     def _on_pool_event(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "job_skipped":  # a job dropped before it was computed (issue 12.6)
+            self.metrics.abandoned.labels(data["reason"]).inc()
+            return
         log.info("pool event %s: %s", kind, data)
 
     def unready(self) -> UnavailableError | None:

@@ -207,6 +207,7 @@ class ProcessLauncher:
             "max_nodes": s.max_nodes,
             "compile_cache_dir": str(s.compile_cache_dir) if s.compile_cache_dir else None,
             "network_cache_size": s.network_cache_size,
+            "compile_timeout_s": s.compile_timeout_s,
         }
         arenas, fds = self._arenas()
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)

@@ -395,6 +395,10 @@ class WorkerPool:
         elif kind == m.EXPIRED:
             job_id, stats = m.read_expired(msg)
             slot.cache_stats = dict(stats)
+            held = proc.pending.get(job_id)
+            # the worker skipped it: its caller went away (cancelled future) or its deadline passed
+            self._emit("job_skipped", {"worker": slot.index, "reason": "client_gone" if held is not None
+                                       and held.future.cancelled() else "deadline"})
             error = DeadlineExceededError(
                 f"the request's deadline (timeout_ms) passed while it was queued on worker {slot.index}"
             )

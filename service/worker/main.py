@@ -16,6 +16,7 @@ import os
 import select
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections import deque
@@ -46,7 +47,9 @@ class Worker:
         )
         self.networks: Any = LRUCache(config["network_cache_size"])
         self.cancelled: set[int] = set()  # job ids nobody waits for any more
+        self.compiles = _CompileBudget(self, config.get("compile_timeout_s"))
         self.fd = conn.fileno()
+        self.send_lock = threading.Lock()
         self.reader = FrameReader(self.fd)
         self.poller = select.poll()
         self.poller.register(self.fd, select.POLLIN)
@@ -61,8 +64,9 @@ class Worker:
             self.ring = RingWriter(self.results)
 
     def send(self, msg: Any) -> None:
-        parts, _ = encode_msg(msg, self.ring.alloc if self.ring is not None else None, self.results)
-        write_parts(self.fd, parts)
+        with self.send_lock:  # the compile thread answers too
+            parts, _ = encode_msg(msg, self.ring.alloc if self.ring is not None else None, self.results)
+            write_parts(self.fd, parts)
 
     def _job_region(self, start: int, length: int) -> Any:
         if self.jobs is None:
@@ -108,18 +112,24 @@ class Worker:
             self.networks.put(job.network_id, net)
         return net, evicted
 
-    def run_job(self, job_id: int, job: m.GradJob, sent_at: float) -> None:
+    def run_job(self, job_id: int, job: m.GradJob, sent_at: float, net: Any = None,
+                evicted: list[str] | None = None, send: Any = None) -> None:
+        """Compute ``job`` and answer it (with ``send``: the compile thread collects its answers)."""
+        send = send or self.send
         started = time.monotonic()
         if job_id in self.cancelled or (job.deadline and started > job.deadline):
             self.cancelled.discard(job_id)
-            self.send(m.expired(job_id, self.engine.stats))
+            send(m.expired(job_id, self.engine.stats))
             return
-        evicted: list[str] = []
+        evicted = evicted or []
         try:
-            net, evicted = self.network(job)
             if net is None:
-                self.send(m.unknown_network(job_id))
-                return
+                net, evicted = self.network(job)
+                if net is None:
+                    send(m.unknown_network(job_id))
+                    return
+                if self.compiles.divert(job_id, job, sent_at, net, evicted):
+                    return  # a cold program: compiled (and run) on the compile thread
             spec = self.specs.get(job.spec)
             if spec is None:
                 if len(self.specs) > 4096:
@@ -134,13 +144,13 @@ class Worker:
                 cache_hit=result.cache_hit,
                 cache_stats=self.engine.stats,
             )
-            self.send(m.result(job_id, reply, evicted))
+            send(m.result(job_id, reply, evicted))
         except self.engine_mod.GradnetError as exc:
-            self.send(m.error(job_id, type(exc).__name__, exc.message, exc.path, self.engine.stats, evicted))
+            send(m.error(job_id, type(exc).__name__, exc.message, exc.path, self.engine.stats, evicted))
         except Exception as exc:  # a bug, or the device ran out of memory: this job fails, we go on
             traceback.print_exc()
             message = f"the engine failed: {type(exc).__name__}: {exc}"
-            self.send(m.error(job_id, m.INTERNAL, message, None, self.engine.stats, evicted))
+            send(m.error(job_id, m.INTERNAL, message, None, self.engine.stats, evicted))
 
     def _take(self, msg: Any, backlog: deque[Any]) -> None:
         if msg[0] == m.CANCEL:
@@ -155,16 +165,20 @@ class Worker:
         backlog: deque[Any] = deque()
         while True:
             if not backlog:
-                while (msg := self._next(1.0)) is None:
+                while (msg := self._next(self.compiles.poll_s())) is None:
+                    self.compiles.check_budget()
                     if os.getppid() != parent_pid:
                         return  # reparented: the server died without closing our socket
                 self._take(msg, backlog)
             while (msg := self._next(0)) is not None:
                 self._take(msg, backlog)
+            if not backlog:  # only cancellations came (a job on the compile thread can be cancelled)
+                continue
             msg = backlog.popleft()
             kind = msg[0]
             if kind == m.JOB:
                 job_id, job, sent_at = m.read_job(msg)
+                self.compiles.check_budget()
                 self.run_job(job_id, job, sent_at)
                 self.cancelled.discard(job_id)
                 if len(self.cancelled) > 1024:  # cancellations that came after their job ran
@@ -175,6 +189,132 @@ class Worker:
                 self.engine.forget(network_id)
             elif kind == m.STOP:
                 return
+
+
+def _signature(value: Any) -> Any:
+    """What a compiled program depends on in a job's arrays: shapes and dtypes, not values."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return (tuple(value.shape), str(value.dtype))
+    if isinstance(value, (list, tuple)):
+        return tuple(_signature(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _signature(v)) for k, v in value.items()))
+    return value if value is None or isinstance(value, (int, float, str, bool)) else type(value).__name__
+
+
+class _CompileBudget:
+    """Compiles off the warm path (issue 12.2). A job whose program this worker has not run yet
+    (network, spec and shapes) goes to one compile thread, which compiles and runs it; warm jobs
+    keep running on the main thread meanwhile (XLA compiles without the GIL). A compile has
+    ``timeout_s``: past it the job fails with :class:`engine.errors.CompileError` (422) and the
+    program is remembered as failed, as is one the compiler refused, so the same call fails at
+    once the next time. (A running compile cannot be interrupted: the thread finishes it and its
+    result is dropped.) Before compiling, a cost estimate (seconds per node, learned from this
+    worker's own compiles) turns away a network that cannot finish within the budget."""
+
+    #: compile seconds ~ per_node * nodes ** EXPONENT (issue 12 measured a chain of 1,000 Tanh at 3.5 s, 3,000 at
+    #: 12 s: exponent 1.12); per_node starts from those figures and is learned
+    EXPONENT = 1.12
+    PER_NODE = 3.5 / 1000**1.12
+    MAX_FAILED = 1024
+
+    def __init__(self, worker: Worker, timeout_s: float | None) -> None:
+        self.worker = worker
+        self.timeout_s = timeout_s
+        self.warm: set[Any] = set()
+        self.failed: dict[Any, str] = {}
+        self.per_node = self.PER_NODE
+        self.lock = threading.Lock()
+        self.running: dict[int, tuple[Any, float]] = {}  # job id -> (key, compile start)
+        self.answered: set[int] = set()  # jobs failed by the budget while their compile went on
+        self.queue: Any = None
+
+    def _key(self, job: m.GradJob) -> Any:
+        return (job.network_id, _signature(job.spec), _signature(job.inputs), _signature(job.parameters),
+                _signature(job.extra))
+
+    def divert(self, job_id: int, job: m.GradJob, sent_at: float, net: Any, evicted: list[str]) -> bool:
+        """True if the job was answered (a remembered failure, an estimate over budget) or handed
+        to the compile thread; False: it is warm, the caller runs it."""
+        key = self._key(job)
+        if key in self.warm:
+            return False
+        worker = self.worker
+        errors = worker.engine_mod.errors
+        why = self.failed.get(key)
+        nodes = len(getattr(net, "nodes", ()))
+        if why is None and self.timeout_s is not None:
+            estimate = self.per_node * nodes**self.EXPONENT
+            if estimate > self.timeout_s:
+                why = (f"the network's {nodes} nodes would take about {estimate:.0f} s to compile, over the "
+                       f"compile budget of {self.timeout_s:g} s (--compile-timeout-s): split it, or raise the budget")
+                self._remember(key, why)
+        if why is not None:
+            worker.send(m.error(job_id, errors.CompileError.__name__, why, job.network_path.rstrip(".") or None,
+                                worker.engine.stats, evicted))
+            return True
+        if self.queue is None:
+            import queue  # noqa: PLC0415
+
+            self.queue = queue.SimpleQueue()
+            threading.Thread(target=self._compile_loop, name="compile", daemon=True).start()
+        self.queue.put((job_id, job, sent_at, net, evicted, key, nodes))
+        return True
+
+    def _remember(self, key: Any, why: str) -> None:
+        with self.lock:
+            if len(self.failed) >= self.MAX_FAILED:
+                self.failed.pop(next(iter(self.failed)))
+            self.failed[key] = why
+
+    def _compile_loop(self) -> None:
+        worker = self.worker
+        while True:
+            job_id, job, sent_at, net, evicted, key, nodes = self.queue.get()
+            if key in self.failed:  # failed while this one waited: fail fast too
+                worker.send(m.error(job_id, "CompileError", self.failed[key], None, worker.engine.stats, evicted))
+                continue
+            with self.lock:
+                self.running[job_id] = (key, time.monotonic())
+            replies: list[Any] = []
+            try:
+                worker.run_job(job_id, job, sent_at, net, evicted, replies.append)
+            except Exception as exc:  # noqa: BLE001 - the thread must go on
+                replies.append(m.error(job_id, m.INTERNAL, f"the engine failed: {exc}", None, {}, evicted))
+            with self.lock:
+                self.running.pop(job_id, None)
+                late = job_id in self.answered
+                self.answered.discard(job_id)
+            for reply in replies:
+                kind = reply[0]
+                if kind == m.RESULT:
+                    self.warm.add(key)
+                    compile_ms = m.read_result(reply)[1].timing_ms.get("compile", 0.0)
+                    if nodes >= 100 and compile_ms > 0:  # learn this machine's cost per node
+                        self.per_node = max(self.PER_NODE / 4, compile_ms / 1e3 / nodes**self.EXPONENT)
+                elif kind == m.ERROR and m.read_error(reply)[1] == m.INTERNAL:
+                    self._remember(key, "the compiler failed on this network before: " + m.read_error(reply)[2])
+                if not late:
+                    worker.send(reply)
+
+    def poll_s(self) -> float:
+        """How long the main loop may wait for a message before it must check the budget."""
+        return 1.0 if not self.running else 0.05
+
+    def check_budget(self) -> None:
+        """Fail the jobs whose compile has run past the budget (their compile goes on)."""
+        if not self.running or self.timeout_s is None:
+            return
+        now = time.monotonic()
+        with self.lock:
+            over = [(job_id, key) for job_id, (key, start) in self.running.items()
+                    if now - start > self.timeout_s and job_id not in self.answered]
+            self.answered.update(job_id for job_id, _ in over)
+        for job_id, key in over:
+            why = (f"compiling this network took more than the compile budget of {self.timeout_s:g} s "
+                   "(--compile-timeout-s); it is remembered as failed: split it, or raise the budget")
+            self._remember(key, why)
+            self.worker.send(m.error(job_id, "CompileError", why, None, self.worker.engine.stats, []))
 
 
 def main(conn: Any, index: int, env: dict[str, str], config: dict[str, Any], arenas: ArenaFds | None = None) -> None:

@@ -4,11 +4,14 @@ document by hand, and the same network id through a real server."""
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
 
 from gradserve_client import GradClient, Graph
+from tests.service.test_readme import BLOCKS, _after, _run
+from tests.support import ROOT
 from tests.support.api_contract import array, assert_close
 from tests.support.servers import KEY_A
 
@@ -119,3 +122,11 @@ def test_mistakes_are_refused_where_they_are_made():
         g.Add(x, "x")  # a name string is not a value: it would be read as a reference
     with pytest.raises(ValueError, match="no outputs"):
         g.build()
+
+
+def test_readme_builder_snippet_is_the_example_and_prints_as_shown(live_server):
+    (snippet,) = [text for lang, text in BLOCKS if lang == "python" and text.startswith('g = Graph("tutorial-net")')]
+    assert len(snippet.strip().splitlines()) == 5
+    assert snippet in (ROOT / "examples" / "graph_builder.py").read_text()
+    (shown,) = _after(".venv/bin/python examples/graph_builder.py")
+    assert _run([sys.executable, "examples/graph_builder.py"], live_server.url) == shown

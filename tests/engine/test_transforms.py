@@ -179,7 +179,7 @@ BAD_SHAPE = {"dtype": F64, "shape": [3, 2], "data": [0.0] * 6}
     ("vjp", NET, {"cotangents": [{"dtype": F64, "shape": [4, 2, 3], "data": [0.0] * 24},
                                  {"dtype": F64, "shape": [3, 2], "data": [0.0] * 6}], "batched": True},
      "cotangents[1]", "share K"),
-    ("hvp", NET, {"vectors": T}, "network.outputs", "scalar"),
+    ("hvp", NET, {"vectors": T}, "outputs", "scalar"),  # a network parsed without a path prefix
     ("hvp", SCALAR, {"vectors": [T]}, "vectors", "one tensor"),
     ("hvp", SCALAR, {"grad_position": [0, 1], "vectors": [T]}, "vectors", "expected 2"),
     ("hvp", SCALAR, {"grad_position": 3, "vectors": T}, "grad_position", "out of range"),
@@ -193,3 +193,10 @@ def test_bad_arguments_name_the_field_and_what_was_expected(eng: engine.Engine, 
         engine.run_request(_request(**fields), engine=eng, network=net, transform=transform)
     assert info.value.path == path, info.value.message
     assert words in info.value.message
+
+
+def test_a_jacobian_over_the_element_limit_is_refused_before_it_is_built() -> None:
+    small = engine.Engine(max_elements=30)
+    with pytest.raises(engine.TooLargeError) as info:
+        small.run(NET, Jacobian(), [X, Y])  # output 0 is [2, 3], input 0 is [2, 3]: 36 elements
+    assert info.value.path == "grad_position" and "36 elements" in info.value.message

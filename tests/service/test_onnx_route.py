@@ -18,6 +18,7 @@ import engine
 import engine.onnx
 from gradserve_client import GradClient
 from tests.engine.test_onnx_oracle import FIXTURES, close
+from tests.service.test_readme import BLOCKS, _after, _same_answer
 from tests.support import ROOT
 from tests.support.servers import KEY_A, LIMITS
 
@@ -180,3 +181,25 @@ def test_openapi_documents_the_onnx_body():
     assert content["application/onnx"]["schema"] == {"type": "string", "format": "binary"}
     assert {"application/json", "application/octet-stream"} <= set(content)
     assert "onnx" in schema["components"]["schemas"]["OpCatalog"]["properties"]
+
+
+def test_readme_onnx_section_answers_as_shown(client):
+    """The README's "Networks from PyTorch / ONNX" commands, replayed: the same answers."""
+    register = "curl -s http://127.0.0.1:8000/networks -H 'Content-Type: application/onnx' --data-binary @examples/model.onnx"
+    (shown,) = _after(register)
+    r = client.post("/networks", content=(ROOT / "examples" / "model.onnx").read_bytes(), headers=ONNX)
+    assert r.status_code in (200, 201), r.text
+    assert r.json() == json.loads(shown)
+
+    prefix = "curl -s http://127.0.0.1:8000/grad -H 'Content-Type: application/json' --data-binary '"
+    (command,) = [text for lang, text in BLOCKS if lang == "sh" and text.startswith(prefix)]
+    (shown,) = _after(command)
+    body = json.loads(command[len(prefix):command.rindex("'")])
+    assert body["network_id"] == r.json()["network_id"]
+    got = client.post("/grad", json=body)
+    assert got.status_code == 200, got.text
+    _same_answer(got.json(), json.loads(shown))
+
+    (shown,) = _after("printf 'not onnx' | curl")
+    bad = client.post("/networks", content=b"not onnx", headers=ONNX)
+    assert bad.status_code == 400 and bad.json() == json.loads(shown)
