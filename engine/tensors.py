@@ -5,8 +5,9 @@ A wire tensor is ``{"dtype", "shape", "data"}`` (flat or nested JSON numbers, wi
 "b64"}`` (little-endian raw bytes). The element count is checked against the limit *before*
 anything is allocated, and the data is converted by NumPy in bulk, never element by element in
 Python, so a large tensor costs one C loop. The one decoder of wire tensors in gradserve: the
-server's request codec, the worker and the Python client all call :func:`decode_tensor`; its
-fast path for the common small float tensor makes a tutorial-sized call cost microseconds.
+server's request codec, the network parser, the Python client and the load tester all call
+:func:`decode_tensor`; its fast path for the common small float tensor makes a tutorial-sized
+call cost microseconds.
 """
 
 from __future__ import annotations

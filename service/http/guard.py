@@ -2,11 +2,12 @@
 
 It checks API keys (401), refuses requests while the service drains (503, but ``/metrics``),
 counts the requests in flight (the drain waits for them) and observes every request's metrics.
-``/health/*`` is always open. ``/grad`` and the other transform routes (``/jvp``, ``/vjp``, ``/jacobian``, ``/hvp``: ``state.posts``,
-one dict lookup) are answered here: ``POST``, the hot path, by their
-handler (:class:`service.grad.handler.GradHandler`: no routing, no FastAPI handler, no send
-wrapper, it returns the status), any other method with 405; every other request goes on to
-FastAPI.
+``/health/*`` is always open. ``/grad`` and the other transform routes (``/jvp``, ``/vjp``,
+``/jacobian``, ``/hvp``: ``state.posts``, one dict lookup) are answered here: ``POST``, the hot
+path, by their handler (:class:`service.grad.handler.GradHandler`: no routing, no FastAPI
+handler, no send wrapper, it returns the status), any other method with 405 (and ``/grad/``
+with a redirect, as Starlette does for a route's path with a trailing slash); every other
+request goes on to FastAPI.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from starlette.responses import Response
+from starlette.datastructures import URL
+from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import DrainingError
@@ -25,6 +27,20 @@ if TYPE_CHECKING:
 
 #: scope key under which the guard leaves the caller's registry namespace
 NAMESPACE = "gradserve.namespace"
+
+
+# What Starlette would answer if the transform routes were its own routes.
+
+
+def _not_allowed(scope: Scope, path: str) -> Response:
+    """Another method than POST on a transform route."""
+    return error(405, "method_not_allowed", f"{scope['method']} is not allowed on {path} (allowed: POST)",
+                 "method", {"Allow": "POST"})
+
+
+def _without_slash(scope: Scope, path: str) -> Response:
+    """A transform route's path with a trailing slash (``/grad/``): a redirect to the route."""
+    return RedirectResponse(str(URL(scope={**scope, "path": path[:-1]})))
 
 
 class Guard:
@@ -63,11 +79,10 @@ class Guard:
             try:
                 if hot is not None and scope["method"] == "POST":
                     status = await hot(scope, receive, send)
-                elif hot is not None:
-                    refusal = error(405, "method_not_allowed", f"{scope['method']} is not allowed on {path} "
-                                    "(allowed: POST)", "method", {"Allow": "POST"})
-                    status = refusal.status_code
-                    await refusal(scope, receive, send)
+                elif hot is not None or path[:-1] in state.posts:
+                    answer = _not_allowed(scope, path) if hot is not None else _without_slash(scope, path)
+                    status = answer.status_code
+                    await answer(scope, receive, send)
                 else:
                     await self.app(scope, receive, send_status)
             finally:

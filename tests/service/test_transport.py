@@ -66,11 +66,6 @@ def test_large_inputs_and_results_cross_through_the_arenas(pool: tuple[Any, Work
     assert len(proc.releaser.regions) == 0  # the results' regions went back with the arrays
 
 
-async def _until(predicate: Any) -> None:
-    while not predicate():
-        await asyncio.sleep(0.02)
-
-
 # -- over HTTP --------------------------------------------------------------------------------
 
 

@@ -124,13 +124,15 @@ def test_an_engine_error_in_the_worker_is_the_same_answer(tmp_path: Path) -> Non
     assert err == {"code": "too_large", "message": "too big in the worker", "path": "nodes[1]"}
 
 
-def test_other_methods_on_grad_are_405(tmp_path: Path) -> None:
+def test_other_methods_on_grad_are_405_and_a_trailing_slash_is_redirected(tmp_path: Path) -> None:
     async def scenario(client: httpx.AsyncClient, state: Any, launcher: FakeLauncher) -> list[httpx.Response]:
-        return [await client.put("/grad"), await client.get("/grad"), await client.get("/metrics")]
+        return [await client.put("/grad"), await client.get("/grad"), await client.post("/grad/?x=1"),
+                await client.get("/metrics")]
 
-    put, get, metrics = run(tmp_path, scenario)
+    put, get, slash, metrics = run(tmp_path, scenario)
     for r in (put, get):
         assert error_of(r, 405, "method_not_allowed")["path"] == "method" and r.headers["allow"] == "POST"
+    assert slash.status_code == 307 and slash.headers["location"] == "http://gradserve/grad?x=1"
     assert 'gradserve_requests_total{method="PUT",route="/grad",status="405"} 1.0' in metrics.text
 
 
