@@ -185,7 +185,7 @@ def test_two_registries_on_one_file_see_each_others_deletes(tmp_path, networks):
 
 def test_a_registry_that_missed_more_deletions_than_the_log_keeps_forgets_everything(tmp_path, networks,
                                                                                        monkeypatch):
-    import service.registry as module
+    import service.registry.sqlite as module
 
     monkeypatch.setattr(module, "_DELETIONS_KEPT", 2)
     a, b, c = networks[:3]
