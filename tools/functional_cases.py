@@ -27,7 +27,6 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
-
 from conformance_cases import tensor  # noqa: E402  (same wire encoding as the other golden files)
 
 SEED = 20261201

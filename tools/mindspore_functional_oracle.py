@@ -37,10 +37,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import tempfile
 import json
 import os
 import sys
+import tempfile
 
 import numpy as np
 
@@ -161,7 +161,7 @@ def compile_network(network: dict) -> mo.nn.Cell:
     sys.modules[modname] = module
     spec.loader.exec_module(module)
     cell = module.Net()
-    for k, (pname, par) in enumerate(interp.param_by_name.items()):
+    for k, (_pname, par) in enumerate(interp.param_by_name.items()):
         setattr(cell, f"p{k}", par)
     for i, kern in enumerate(interp.kernels):
         setattr(cell, f"k{i}", kern.fn)
