@@ -1,24 +1,37 @@
 """The functional transforms on the benchmark MLP (tests/fixtures/mlp.json: 784-512-512-10 ReLU,
-SoftmaxCrossEntropyWithLogits + ReduceMean, batch 128), in the engine (warm: compiled already):
+SoftmaxCrossEntropyWithLogits + ReduceMean, batch 128, one scalar output), in process and over HTTP.
 
-- /vjp with K batched cotangents (one call, one program) against K separate /vjp calls, K = 1, 8, 64;
-- /hvp (w.r.t. x) against a hand-written ``jax.jit(jax.jvp(jax.grad(f)))`` of the same forward;
-- per-example gradients of the weights over the batch of 128 (``per_example_axes``, one call)
-  against 128 calls of one example each.
+In process (the engine, warm: compiled already), each transform against hand-written JAX of the
+same computation (the 1.3x goal) and against K separate engine calls:
 
-Each pair's answers are checked equal before timing; the two sides alternate. Engine-level: the
-HTTP and queueing overhead a separate call also pays is not counted, so the batched side's
-advantage through the service is larger than shown here.
+- /vjp with K = 1, 8, 64 batched cotangents, in two forms: w.r.t. the inputs only (``x`` and
+  ``labels``; no ``weights``) and w.r.t. the inputs and all six weights (669,706 parameters);
+  hand-written: ``jax.jit`` of ``jax.vmap`` of the ``jax.vjp`` function over the K cotangents;
+- /hvp w.r.t. ``x``; hand-written: ``jax.jit(jax.jvp(jax.grad(f)))``;
+- per-example gradients of the six weights over the batch of 128 (``per_example_axes``);
+  hand-written: ``jax.jit(jax.vmap(jax.grad(f, argnums=weights), in_axes=(0, 0, None)))``.
 
-    .venv/bin/python benchmarks/bench_transforms.py [--reps N]
+Over HTTP: a real ``gradserve serve`` (``python -m service.cli serve --workers 1 --device cpu``)
+on a free port, the MLP registered once (``POST /networks``) and called by ``network_id`` with
+``gradserve_client.GradClient`` (one keep-alive connection), inputs, vectors and answers in the
+binary encoding (the OIP binary framing), the one call against K separate calls; /hvp over
+HTTP against the same call in process.
+
+Every pair's answers are checked equal before timing; the sides alternate (the order flips every
+repetition); medians. The load average is printed at the start and the end (a shared machine).
+
+    .venv/bin/python benchmarks/bench_transforms.py [--reps N] [--only inproc|http] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,73 +49,230 @@ from engine.transforms import Grad, Hvp, Vjp  # noqa: E402
 
 engine.configure_jax()
 
+KS = (1, 8, 64)
 
-def timed(a: Callable[[], Any], b: Callable[[], Any], reps: int) -> tuple[float, float]:
-    """Median ms of each side, alternating."""
-    ts: dict[int, list[float]] = {0: [], 1: []}
-    sides = [(0, a), (1, b)]
+
+def timed(sides: list[Callable[[], Any]], reps: int) -> list[float]:
+    """Median ms of each side; every repetition runs each side once, the order flipping."""
+    ts: list[list[float]] = [[] for _ in sides]
     for i in range(reps):
-        for k, fn in sides if i % 2 == 0 else sides[::-1]:
+        order = list(range(len(sides)))
+        for k in order if i % 2 == 0 else order[::-1]:
             t0 = time.perf_counter()
-            fn()
+            sides[k]()
             ts[k].append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(ts[0]), statistics.median(ts[1])
+    return [statistics.median(t) for t in ts]
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def close(a: Any, b: Any, rtol: float = 1e-5, atol: float = 1e-6) -> None:
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol)
+
+
+class Mlp:
+    """The fixture, its engine and the hand-written JAX of each transform."""
+
+    def __init__(self) -> None:
+        request = json.loads((ROOT / "tests" / "fixtures" / "mlp.json").read_text())
+        self.doc = request["network"]
+        self.net = engine.parse_network(self.doc)
+        self.x, self.labels = engine.decode_inputs(request["inputs"])
+        self.eng = engine.Engine(cache_size=256)
+        self.weights = tuple(self.net.trainable)
+        forward = make_forward(self.net)
+        params = {p.name: jax.device_put(p.value) for p in self.net.parameters}
+        self.ws = tuple(params[w] for w in self.weights)
+        names = self.weights
+
+        def loss(x, labels, ws):
+            return forward([x, labels], dict(params) | dict(zip(names, ws)))[0]
+
+        def vjp_inputs(x, labels, cts):
+            _, vjp = jax.vjp(lambda x, labels: loss(x, labels, self.ws), x, labels)
+            return jax.vmap(vjp)(cts)
+
+        def vjp_all(x, labels, ws, cts):
+            _, vjp = jax.vjp(loss, x, labels, ws)
+            return jax.vmap(vjp)(cts)
+
+        def hvp(x, labels, v):
+            return jax.jvp(jax.grad(lambda x: loss(x, labels, self.ws)), (x,), (v,))[1]
+
+        self.hand_vjp_inputs = jax.jit(vjp_inputs)
+        self.hand_vjp_all = jax.jit(vjp_all)
+        self.hand_hvp = jax.jit(hvp)
+        self.hand_per_example = jax.jit(jax.vmap(jax.grad(loss, argnums=2), in_axes=(0, 0, None)))
+
+
+def in_process(m: Mlp, reps: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+    eng, net, x, labels = m.eng, m.net, m.x, m.labels
+    xs = [x, labels]
+    rows: list[dict[str, Any]] = []
+    ready = jax.block_until_ready
+
+    for form, weights in (("inputs", None), ("all weights", m.weights)):
+        for k in KS:
+            cts = rng.normal(size=(k,)).astype(np.float32)
+            spec, one = Vjp(weights=weights, batched=True), Vjp(weights=weights)
+            ours = lambda: eng.run(net, spec, xs, extra=cts)  # noqa: E731
+            calls = lambda: [eng.run(net, one, xs, extra=c) for c in cts]  # noqa: E731
+            if weights is None:
+                hand = lambda: ready(m.hand_vjp_inputs(x, labels, cts))  # noqa: E731
+            else:
+                hand = lambda: ready(m.hand_vjp_all(x, labels, m.ws, cts))  # noqa: E731
+            got, theirs, sep = ours().gradients, hand(), calls()
+            g_x = got[0][0] if weights is not None else got[0]
+            close(g_x, theirs[0])
+            if weights is not None:
+                for a, b in zip(got[1], theirs[2]):
+                    close(a, b)
+            for i in (0, k - 1):
+                one_x = sep[i].gradients[0][0] if weights is not None else sep[i].gradients[0]
+                close(g_x[i], one_x)
+            t = timed([ours, hand, calls], reps)
+            rows.append({"workload": f"/vjp w.r.t. {form}, K = {k}", "k": k, "ours_ms": t[0], "hand_ms": t[1],
+                         "calls_ms": t[2]})
+            print(f"  in process: {rows[-1]}", flush=True)
+
+    v = rng.normal(size=x.shape).astype(np.float32)
+    ours = lambda: eng.run(net, Hvp(), xs, extra=v)  # noqa: E731
+    hand = lambda: ready(m.hand_hvp(x, labels, v))  # noqa: E731
+    close(ours().fields["hvp"], hand(), rtol=1e-4)
+    t = timed([ours, hand], reps * 3)
+    rows.append({"workload": "/hvp w.r.t. x", "k": 1, "ours_ms": t[0], "hand_ms": t[1], "calls_ms": None})
+    print(f"  in process: {rows[-1]}", flush=True)
+
+    n = x.shape[0]
+    per = Grad(positions=None, weights=m.weights, per_example_axes=(0, 0))
+    one = Grad(positions=None, weights=m.weights)
+    ours = lambda: eng.run(net, per, xs)  # noqa: E731
+    hand = lambda: ready(m.hand_per_example(x, labels, m.ws))  # noqa: E731
+    calls = lambda: [eng.run(net, one, [x[i:i + 1], labels[i:i + 1]]) for i in range(n)]  # noqa: E731
+    got, theirs, sep = ours().gradients, hand(), calls()
+    for a, b in zip(got, theirs):
+        close(a, b, rtol=1e-4)
+    for i in (0, n - 1):
+        close(got[0][i], sep[i].gradients[0], rtol=1e-4)
+    t = timed([ours, hand, calls], max(3, reps // 2))
+    rows.append({"workload": f"per-example gradients, batch {n}", "k": n, "ours_ms": t[0], "hand_ms": t[1],
+                 "calls_ms": t[2]})
+    print(f"  in process: {rows[-1]}", flush=True)
+    return rows
+
+
+def serve(registry: str) -> tuple[subprocess.Popen, str]:
+    from benchmarks.bench_service import free_port, start
+
+    port = free_port()
+    env = {"GRADSERVE_LOG_LEVEL": "warning"}
+    proc = start([sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+                  "--workers", "1", "--device", "cpu", "--registry-path", registry],
+                 f"http://127.0.0.1:{port}/health/ready", env)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def over_http(m: Mlp, reps: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+    from gradserve_client import GradClient
+
+    x, labels = m.x, m.labels
+    xs = [x, labels]
+    rows: list[dict[str, Any]] = []
+    enc = "binary"
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, base = serve(str(Path(tmp, "registry.sqlite3")))
+        try:
+            with GradClient(base, timeout=600) as c:
+                nid = c.register(m.doc, encoding=enc)["network_id"]
+                for form, weights in (("inputs", None), ("all weights", m.weights)):
+                    for k in KS:
+                        cts = rng.normal(size=(k,)).astype(np.float32)
+                        one = lambda: c.vjp(nid, xs, cts, weights=weights, batched=True, encoding=enc)  # noqa: E731
+                        calls = lambda: [c.vjp(nid, xs, ct, weights=weights, encoding=enc) for ct in cts]  # noqa: E731
+                        got, sep = one()["gradients"], calls()
+                        g_x = got[0][0] if weights is not None else got[0]
+                        for i in (0, k - 1):
+                            s = sep[i]["gradients"]
+                            close(g_x[i], s[0][0] if weights is not None else s[0])
+                        close(g_x, m.eng.run(m.net, Vjp(weights=weights, batched=True), xs, extra=cts).gradients[0]
+                              if weights is None else
+                              m.eng.run(m.net, Vjp(weights=weights, batched=True), xs, extra=cts).gradients[0][0])
+                        t = timed([one, calls], reps)
+                        rows.append({"workload": f"/vjp w.r.t. {form}, K = {k}", "k": k, "one_ms": t[0],
+                                     "calls_ms": t[1]})
+                        print(f"  http: {rows[-1]}", flush=True)
+
+                v = rng.normal(size=x.shape).astype(np.float32)
+                hvp_http = lambda: c.hvp(nid, xs, v, encoding=enc)  # noqa: E731
+                hvp_local = lambda: m.eng.run(m.net, Hvp(), xs, extra=v)  # noqa: E731
+                close(hvp_http()["hvp"], hvp_local().fields["hvp"])
+                t = timed([hvp_http, hvp_local], reps * 3)
+                rows.append({"workload": "/hvp w.r.t. x", "k": 1, "one_ms": t[0], "calls_ms": None,
+                             "in_process_ms": t[1]})
+                print(f"  http: {rows[-1]}", flush=True)
+
+                n = x.shape[0]
+                one = lambda: c.grad(nid, xs, grad_position=None, weights=m.weights,  # noqa: E731
+                                     per_example_axes=[0, 0], encoding=enc)
+                calls = lambda: [c.grad(nid, [x[i:i + 1], labels[i:i + 1]], grad_position=None,  # noqa: E731
+                                        weights=m.weights, encoding=enc) for i in range(n)]
+                got, sep = one().gradients, calls()
+                for i in (0, n - 1):
+                    close(got[0][i], sep[i].gradients[0], rtol=1e-4)
+                t = timed([one, calls], max(3, reps // 2))
+                rows.append({"workload": f"per-example gradients, batch {n}", "k": n, "one_ms": t[0],
+                             "calls_ms": t[1]})
+                print(f"  http: {rows[-1]}", flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    return rows
+
+
+def report(inproc: list[dict[str, Any]], http: list[dict[str, Any]]) -> None:
+    if inproc:
+        print("\nIn process (ms; per vector = ms / K):\n")
+        print("| workload | ours | hand-written JAX | ours / hand | K separate calls | per vector: one call "
+              "| per vector: K calls | K calls / one call |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for r in inproc:
+            k, c = r["k"], r["calls_ms"]
+            tail = (f"{c:.2f} | {r['ours_ms'] / k:.3f} | {c / k:.3f} | {c / r['ours_ms']:.2f}x" if c is not None
+                    else "– | – | – | –")
+            print(f"| {r['workload']} | {r['ours_ms']:.2f} | {r['hand_ms']:.2f} | {r['ours_ms'] / r['hand_ms']:.2f} "
+                  f"| {tail} |")
+    if http:
+        print("\nOver HTTP (binary encoding, by network_id; ms; per vector = ms / K):\n")
+        print("| workload | one call | K separate calls | per vector: one call | per vector: K calls "
+              "| K calls / one call |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for r in http:
+            k, c = r["k"], r["calls_ms"]
+            if c is None:
+                print(f"| {r['workload']} | {r['one_ms']:.2f} | – (in process: {r['in_process_ms']:.2f}) | – | – | – |")
+                continue
+            print(f"| {r['workload']} | {r['one_ms']:.2f} | {c:.2f} | {r['one_ms'] / k:.3f} | {c / k:.3f} "
+                  f"| {c / r['one_ms']:.2f}x |")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--only", choices=("inproc", "http"))
+    parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args(argv)
-    request = json.loads((ROOT / "tests" / "fixtures" / "mlp.json").read_text())
-    net = engine.parse_network(request["network"])
-    x, labels = engine.decode_inputs(request["inputs"])
-    eng = engine.Engine(cache_size=256)
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(f"{started}, load average {load()}", flush=True)
+    m = Mlp()
     rng = np.random.default_rng(0)
-    rows = []
-
-    # /vjp: K batched cotangents vs K calls (the loss is a float32 scalar: a cotangent per K)
-    for k in (1, 8, 64):
-        cts = rng.normal(size=(k,)).astype(np.float32)
-        batched = lambda cts=cts: eng.run(net, Vjp(weights=net.trainable, batched=True), [x, labels], extra=cts)  # noqa: E731
-        separate = lambda cts=cts: [eng.run(net, Vjp(weights=net.trainable), [x, labels], extra=c) for c in cts]  # noqa: E731
-        got, want = batched().gradients, separate()
-        for i in range(k):
-            np.testing.assert_allclose(got[1][0][i], want[i].gradients[1][0], rtol=1e-5, atol=1e-7)
-        b, s = timed(batched, separate, args.reps)
-        rows.append((f"/vjp, K = {k}: batched vs {k} calls", b, s))
-
-    # /hvp w.r.t. x vs hand-written jvp(grad) of the same forward
-    v = rng.normal(size=x.shape).astype(np.float32)
-    forward = make_forward(net)
-    params = {p.name: jax.device_put(p.value) for p in net.parameters}
-
-    @jax.jit
-    def hand(x, labels, v):
-        g = jax.grad(lambda x: forward([x, labels], params)[0])
-        return jax.jvp(g, (x,), (v,))[1]
-
-    ours = lambda: eng.run(net, Hvp(), [x, labels], extra=v).fields["hvp"]  # noqa: E731
-    theirs = lambda: np.asarray(hand(x, labels, v))  # noqa: E731
-    np.testing.assert_allclose(ours(), theirs(), rtol=1e-4, atol=1e-6)
-    b, s = timed(ours, theirs, args.reps * 5)
-    rows.append(("/hvp vs hand-written jax.jvp(jax.grad)", b, s))
-
-    # per-example gradients of the weights over 128 examples vs 128 calls
-    n = x.shape[0]
-    per = Grad(positions=None, weights=net.trainable, per_example_axes=(0, 0))
-    one = Grad(positions=None, weights=net.trainable)
-    batched = lambda: eng.run(net, per, [x, labels])  # noqa: E731
-    separate = lambda: [eng.run(net, one, [x[i:i + 1], labels[i:i + 1]]) for i in range(n)]  # noqa: E731
-    got, want = batched().gradients, separate()
-    for i in (0, n - 1):
-        np.testing.assert_allclose(got[0][i], want[i].gradients[0], rtol=1e-4, atol=1e-6)
-    b, s = timed(batched, separate, max(3, args.reps // 2))
-    rows.append((f"per-example, batch {n}: one call vs {n} calls (examples of shape [1, 784])", b, s))
-
-    print("| workload | one call (ms) | the other side (ms) | speed-up |")
-    print("|---|---:|---:|---:|")
-    for name, b, s in rows:
-        print(f"| {name} | {b:.2f} | {s:.2f} | {s / b:.2f}x |")
+    inproc = in_process(m, args.reps, rng) if args.only != "http" else []
+    http = over_http(m, args.reps, rng) if args.only != "inproc" else []
+    report(inproc, http)
+    print(f"\nload average at the end: {load()}")
+    if args.json:
+        args.json.write_text(json.dumps({"started": started, "in_process": inproc, "http": http}, indent=1))
     return 0
 
 
