@@ -117,12 +117,12 @@ def in_process(m: Mlp, reps: int, rng: np.random.Generator) -> list[dict[str, An
         for k in KS:
             cts = rng.normal(size=(k,)).astype(np.float32)
             spec, one = Vjp(weights=weights, batched=True), Vjp(weights=weights)
-            ours = lambda: eng.run(net, spec, xs, extra=cts)  # noqa: E731
-            calls = lambda: [eng.run(net, one, xs, extra=c) for c in cts]  # noqa: E731
+            ours = lambda spec=spec, cts=cts: eng.run(net, spec, xs, extra=cts)  # noqa: E731
+            calls = lambda one=one, cts=cts: [eng.run(net, one, xs, extra=c) for c in cts]  # noqa: E731
             if weights is None:
-                hand = lambda: ready(m.hand_vjp_inputs(x, labels, cts))  # noqa: E731
+                hand = lambda cts=cts: ready(m.hand_vjp_inputs(x, labels, cts))  # noqa: E731
             else:
-                hand = lambda: ready(m.hand_vjp_all(x, labels, m.ws, cts))  # noqa: E731
+                hand = lambda cts=cts: ready(m.hand_vjp_all(x, labels, m.ws, cts))  # noqa: E731
             got, theirs, sep = ours().gradients, hand(), calls()
             g_x = got[0][0] if weights is not None else got[0]
             close(g_x, theirs[0])
@@ -189,16 +189,17 @@ def over_http(m: Mlp, reps: int, rng: np.random.Generator) -> list[dict[str, Any
                 for form, weights in (("inputs", None), ("all weights", m.weights)):
                     for k in KS:
                         cts = rng.normal(size=(k,)).astype(np.float32)
-                        one = lambda: c.vjp(nid, xs, cts, weights=weights, batched=True, encoding=enc)  # noqa: E731
-                        calls = lambda: [c.vjp(nid, xs, ct, weights=weights, encoding=enc) for ct in cts]  # noqa: E731
+                        one = lambda cts=cts, w=weights: c.vjp(nid, xs, cts, weights=w, batched=True,  # noqa: E731
+                                                               encoding=enc)
+                        calls = lambda cts=cts, w=weights: [c.vjp(nid, xs, ct, weights=w, encoding=enc)  # noqa: E731
+                                                            for ct in cts]
                         got, sep = one()["gradients"], calls()
                         g_x = got[0][0] if weights is not None else got[0]
                         for i in (0, k - 1):
                             s = sep[i]["gradients"]
                             close(g_x[i], s[0][0] if weights is not None else s[0])
-                        close(g_x, m.eng.run(m.net, Vjp(weights=weights, batched=True), xs, extra=cts).gradients[0]
-                              if weights is None else
-                              m.eng.run(m.net, Vjp(weights=weights, batched=True), xs, extra=cts).gradients[0][0])
+                        local = m.eng.run(m.net, Vjp(weights=weights, batched=True), xs, extra=cts).gradients
+                        close(g_x, local[0] if weights is None else local[0][0])
                         t = timed([one, calls], reps)
                         rows.append({"workload": f"/vjp w.r.t. {form}, K = {k}", "k": k, "one_ms": t[0],
                                      "calls_ms": t[1]})
