@@ -105,6 +105,31 @@ def _nested_shape(data: Any, path: str | None) -> tuple[int, ...]:
     return tuple(shape)
 
 
+class JsonNumbers:
+    """A flat JSON array of numbers that the request's JSON parser read in bulk, in place of the
+    list of Python numbers it stands for (``service/http/numbers.py``: a large body's ``data``
+    arrays, so that 21 million numbers are not 21 million Python objects, issue 12).
+
+    ``values`` is what ``np.asarray`` makes of that list: int64 when every number is an integer
+    that fits one, else float64, and float64 only when at least one number was written as a
+    float (``1.0``, ``1e3``); any other list (bools, null, strings, nesting, integers past
+    int64) is never a :class:`JsonNumbers`. :func:`decode_tensor` decodes it exactly as it
+    decodes the list (same dtype rules, rounding and messages)."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: np.ndarray) -> None:
+        if values.ndim != 1 or values.dtype not in (np.int64, np.float64):
+            raise ValueError("JsonNumbers holds a flat int64 or float64 array")
+        self.values = values
+
+    def __len__(self) -> int:
+        return self.values.size
+
+    def __repr__(self) -> str:
+        return f"JsonNumbers({self.values.size} × {self.values.dtype})"
+
+
 _FAST_FLOATS = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64),
                 "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64)}
 _FAST_MAX = 4096
@@ -191,9 +216,12 @@ def decode_tensor(
         raise TensorError("a tensor needs exactly one of 'data', 'b64' or binary data", path)
 
     if raw_shape is None:
-        if not isinstance(data, list):
+        if type(data) is JsonNumbers:
+            shape = (len(data),)
+        elif not isinstance(data, list):
             raise TensorError("'shape' may be left out only when 'data' is a (nested) list", _join(path, "shape"))
-        shape = _nested_shape(data, path)
+        else:
+            shape = _nested_shape(data, path)
         check_shape(shape, _join(path, "data"))
     else:
         shape = parse_shape(raw_shape, path)
@@ -240,10 +268,8 @@ def _exact_ints(data: Any, wide: np.ndarray, dtype: np.dtype, where: str) -> np.
     return exact
 
 
-def _decode_data(
-    data: Any, dtype: np.dtype, shape: tuple[int, ...], count: int, inferred: bool, path: str | None
-) -> np.ndarray:
-    where = _join(path, "data")
+def _list_wide(data: Any, dtype: np.dtype, shape: tuple[int, ...], where: str) -> np.ndarray:
+    """A list of JSON values as NumPy reads it: float64 for a float dtype, else its own type."""
     if not isinstance(data, list):
         if shape == () and isinstance(data, (int, float, bool, str)):
             data = [data]
@@ -276,6 +302,28 @@ def _decode_data(
             f"'data' must be {what} in a regular (non-ragged) list: {exc}",
             where,
         ) from None
+    return wide
+
+
+def _bulk_wide(data: JsonNumbers, dtype: np.dtype, where: str) -> np.ndarray:
+    """What :func:`_list_wide` makes of the list ``data`` stands for, from its bulk values: no
+    null, string or bool can be among them, and float64 values mean a float was among them."""
+    values = data.values
+    if is_float(dtype):
+        return values.astype(np.float64, copy=False)
+    if dtype == np.bool_ and values.size:
+        raise TensorError(f"bool tensor data must be true/false, got {_kind(values)}", where)
+    if values.dtype.kind == "f" and values.size:  # a number written as a float: never an integer (_exact_ints)
+        raise TensorError(f"{dtype_name(dtype)} tensor data must be integers, got {_kind(values)}", where)
+    return values
+
+
+def _decode_data(
+    data: Any, dtype: np.dtype, shape: tuple[int, ...], count: int, inferred: bool, path: str | None
+) -> np.ndarray:
+    where = _join(path, "data")
+    floating = is_float(dtype)
+    wide = _bulk_wide(data, dtype, where) if type(data) is JsonNumbers else _list_wide(data, dtype, shape, where)
     if wide.size != count:
         raise TensorError(f"'data' has {wide.size} elements, but shape {list(shape)} needs {count}", where)
     if not inferred and wide.ndim > 1 and wide.shape != shape:

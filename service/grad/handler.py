@@ -189,7 +189,9 @@ class GradHandler:
         big = json_size > OFFLOAD_BYTES
         limit = settings.max_tensor_elements
         parse = http_body.parse_body
-        parsed = await run_in_threadpool(parse, body, headers, limit) if big else parse(body, headers, limit)
+        # a large body's call tensors keep their numbers in bulk (service/http/numbers.py)
+        parsed = (await run_in_threadpool(parse, body, headers, limit, numbers=True) if big
+                  else parse(body, headers, limit))
         call = parse_call(parsed.doc, settings.timeout_ms, self.transform)
         net = await self._network(namespace, parsed, big)
         if big:

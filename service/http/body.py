@@ -33,6 +33,7 @@ from ..errors import (
     RequestTimeoutError,
     UnsupportedEncodingError,
 )
+from .numbers import loads as numbers_loads
 
 BINARY_HEADER = "inference-header-content-length"
 
@@ -266,12 +267,15 @@ class Body:
         return rewrite(doc)
 
 
-def parse_body(body: bytes, headers: Mapping[str, str], max_elements: int | None = None) -> Body:
+def parse_body(body: bytes, headers: Mapping[str, str], max_elements: int | None = None, *,
+               numbers: bool = False) -> Body:
     """Parse a request body (:class:`BadRequestError` if it is not JSON, or not the binary
     framing it claims); its tensors are decoded later, each checked against ``max_elements``."""
     header = headers.get(BINARY_HEADER)
     if header is None:
-        return Body(_loads(body, "the request body"), None, max_elements)
+        # numbers: a large JSON body's call tensors keep their data numbers in bulk
+        # (service/http/numbers.py; the transform routes, whose tensors only the engine decodes)
+        return Body(_loads(body, "the request body", numbers), None, max_elements)
     try:
         json_size = int(header)
     except ValueError:
@@ -308,10 +312,10 @@ def parse_body(body: bytes, headers: Mapping[str, str], max_elements: int | None
     return Body(doc, binary, max_elements)
 
 
-def _loads(data: bytes | memoryview, what: str) -> dict[str, Any]:
+def _loads(data: bytes | memoryview, what: str, numbers: bool = False) -> dict[str, Any]:
     why = None
     try:
-        doc = orjson.loads(data)
+        doc = numbers_loads(data) if numbers else orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         # Raised outside this block: the decode error holds the whole document (its ``doc``, a str
         # as large as the body), and as the new error's __context__ it would live as long as the

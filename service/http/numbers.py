@@ -1,0 +1,184 @@
+"""A large JSON body parsed without a Python object per number (issue 12, point 4).
+
+orjson makes a Python object of every number of a ``data`` array: 21 million float32 numbers
+(a 200 MiB body) become 21 million floats and a list, 670 MB, before NumPy copies them once
+more. :func:`loads` finds the flat arrays of numbers that follow a ``"data":`` key, parses each
+in slices of about a MiB (orjson, then NumPy, into one preallocated array: only a slice's
+objects live at a time), and hands orjson the small rest of the text with a placeholder string
+in each array's place. The tensors of the call (``inputs``, ``parameters`` and the call's
+vectors) get an :class:`engine.tensors.JsonNumbers`, which the one tensor decoder decodes exactly
+as it decodes the list; a placeholder anywhere else (a network's parameters, whose JSON is
+fingerprinted and stored) is put back as the list orjson makes of its text.
+
+The result is the document ``orjson.loads(body)`` gives, with those lists replaced: each array
+is checked to be valid JSON (every slice parsed by orjson), a placeholder is a whole JSON value
+(a random one, found where a tensor's ``data`` is), and the body's own error is raised by
+orjson itself (its message and position) whenever anything does not add up.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any
+
+import numpy as np
+import orjson
+
+from engine.tensors import JsonNumbers
+
+#: bodies smaller than this are parsed by orjson alone (the scan costs more than it saves)
+MIN_BODY_BYTES = 1 << 20
+#: arrays whose text is shorter than this stay lists
+MIN_ARRAY_BYTES = 64 << 10
+#: text parsed per slice (about 100,000 numbers: a few MB of Python objects at a time)
+SLICE_BYTES = 1 << 20
+#: the top-level fields whose tensors take a JsonNumbers (API.md §3; the transforms' vectors)
+TENSOR_FIELDS = ("inputs", "parameters", "sens", "tangents", "cotangents", "vectors")
+
+_KEY = b'"data"'
+_OPEN = re.compile(rb"\s*:\s*\[")
+#: every byte a flat array of JSON numbers can hold (orjson checks the grammar)
+_NUMBER_BYTES = b"0123456789+-.eE, \t\r\n"
+_FLOAT_BYTES = re.compile(rb"[.eE]")
+
+
+def loads(body: bytes | memoryview) -> Any:
+    """``orjson.loads(body)``, with the large flat number arrays of the call's tensors as
+    :class:`JsonNumbers` (see the module's docstring); raises what orjson raises."""
+    data = bytes(body) if isinstance(body, memoryview) else body
+    if len(data) < MIN_BODY_BYTES:
+        return orjson.loads(data)
+    regions = _regions(data)
+    if not regions:
+        return orjson.loads(data)
+    nonce = secrets.token_hex(16)
+    names: dict[str, tuple[int, int]] = {}
+    parts: list[bytes] = []
+    at = 0
+    for k, (start, end) in enumerate(regions):
+        name = f"\0gradserve-numbers-{nonce}-{k}"
+        names[name] = (start, end)
+        parts += (data[at:start], b'"\\u0000gradserve-numbers-%s-%d"' % (nonce.encode(), k))
+        at = end
+    parts.append(data[at:])
+    try:
+        doc = orjson.loads(b"".join(parts))
+    except orjson.JSONDecodeError:
+        doc = None
+    del parts
+    if doc is None:
+        return orjson.loads(data)  # the body's own error, at its own position
+    left = dict(names)
+    try:
+        if isinstance(doc, dict):
+            _numbers_for_tensors(doc, data, left)
+        if left:
+            _put_back(doc, data, left)
+    except ValueError:  # an array that is not valid JSON after all (orjson's errors are ValueErrors)
+        left = names
+    if left:  # not valid, or a placeholder not where a value can be: orjson says what and where
+        return orjson.loads(data)
+    return doc
+
+
+def _regions(data: bytes) -> list[tuple[int, int]]:
+    """The (start, end) of each long flat array of number characters after a ``"data":`` key
+    that is not inside a string (a key's quote is not escaped)."""
+    out = []
+    at = data.find(_KEY)
+    while at >= 0:
+        slashes = 0
+        while at - slashes > 0 and data[at - slashes - 1] == 0x5C:  # backslash
+            slashes += 1
+        opened = _OPEN.match(data, at + len(_KEY)) if slashes % 2 == 0 else None
+        if opened is None:
+            at = data.find(_KEY, at + 1)
+            continue
+        start = opened.end() - 1
+        end = data.find(b"]", start)
+        if end < 0:
+            break
+        end += 1
+        if end - start >= MIN_ARRAY_BYTES and not data[start + 1:end - 1].translate(None, _NUMBER_BYTES):
+            out.append((start, end))
+        at = data.find(_KEY, end)
+    return out
+
+
+def _numbers(data: bytes, start: int, end: int) -> JsonNumbers | None:
+    """The array ``data[start:end]`` (``[`` to ``]``) as a JsonNumbers, or None when NumPy would
+    not read its list as int64 or float64 (integers past int64: it stays a list). Raises
+    ValueError when it is not a valid JSON array."""
+    inner_start, inner_end = start + 1, end - 1
+    values = np.empty(data.count(b",", inner_start, inner_end) + 1, dtype=np.int64)
+    floats = False
+    filled = 0
+    at = inner_start
+    while at < inner_end:
+        stop = data.find(b",", min(at + SLICE_BYTES, inner_end), inner_end)
+        stop = inner_end if stop < 0 else stop
+        piece = data[at:stop]
+        try:
+            chunk = orjson.loads(b"[" + piece + b"]")
+        except orjson.JSONDecodeError:
+            raise ValueError("not a JSON array") from None
+        part = np.asarray(chunk)
+        del chunk
+        n = part.size
+        if filled + n > values.size:
+            raise ValueError("not a JSON array")
+        if part.dtype == np.int64:
+            pass
+        elif _FLOAT_BYTES.search(piece) and part.dtype.kind in "fiu":
+            if not floats:  # NumPy reads the whole list as float64: so does this from here on
+                as_float = values.view(np.float64)
+                for i in range(0, filled, 1 << 20):
+                    as_float[i:i + (1 << 20)] = values[i:i + (1 << 20)]
+                values, floats = as_float, True
+            part = part.astype(np.float64)
+        else:
+            return None  # integers only, one past int64: NumPy's own reading of the list decides
+        values[filled:filled + n] = part
+        filled += n
+        at = stop + 1
+        if stop == inner_end:
+            break
+    if filled != values.size:
+        raise ValueError("not a JSON array")
+    return JsonNumbers(values)
+
+
+def _numbers_for_tensors(doc: dict, data: bytes, left: dict[str, tuple[int, int]]) -> None:
+    """Each placeholder at a call tensor's ``data`` becomes its JsonNumbers (or its list)."""
+    for field in TENSOR_FIELDS:
+        node = doc.get(field)
+        tensors = [node]
+        if isinstance(node, list):
+            tensors += node
+        elif isinstance(node, dict):
+            tensors += node.values()
+        for tensor in tensors:
+            if type(tensor) is not dict:
+                continue
+            name = tensor.get("data")
+            if type(name) is str and name in left:
+                start, end = left.pop(name)
+                numbers = _numbers(data, start, end)
+                tensor["data"] = numbers if numbers is not None else orjson.loads(data[start:end])
+
+
+def _put_back(doc: Any, data: bytes, left: dict[str, tuple[int, int]]) -> None:
+    """Each placeholder still in ``doc`` (outside the call's tensors) becomes the list orjson
+    makes of its text; found ones leave ``left``."""
+    stack = [doc]
+    while stack and left:
+        node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in list(items):
+            if type(value) is str:
+                span = left.pop(value, None)
+                if span is not None:
+                    node[key] = orjson.loads(data[span[0]:span[1]])
+            elif isinstance(value, (dict, list)):
+                stack.append(value)

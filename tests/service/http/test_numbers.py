@@ -1,0 +1,115 @@
+"""service/http/numbers.py: a large JSON body's number arrays parsed in bulk decode exactly as
+orjson's lists do (values, dtypes, rounding, every error and its message), and the bulk path
+is the one taken."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.errors import GradnetError
+from engine.tensors import JsonNumbers, decode_tensor
+from service.http import numbers
+
+DTYPES = ["float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint32",
+          "uint64", "bool", "complex64"]
+
+ints = st.one_of(st.integers(-300, 300), st.integers(-2**63, 2**63 - 1),
+                 st.sampled_from([2**63 - 1, -2**63, 2**63, 2**64 - 1, 2**64, -2**63 - 1, 10**30, 0, -1]))
+floats = st.floats(allow_nan=False, allow_infinity=False).map(repr) | st.sampled_from(
+    ["-0.0", "1e3", "1E-3", "2.5e+10", "3.4028235e38", "3.5e38", "65520.0", "1e308", "4.9e-324", "0.1234567"])
+element = st.one_of(ints.map(str), floats)
+spaces = st.sampled_from(["", " ", "\n", "\t ", "\r\n  "])
+#: a change that makes the array text not JSON (orjson's error must come out, unchanged)
+breaks = st.sampled_from([None, None, None, ",]", "[,", ",,", "01", "+1", ".5", "1.", "1e", "- 1", "]"])
+
+
+def _outcome(parse, body: bytes):
+    try:
+        doc = parse(body)
+    except orjson.JSONDecodeError as exc:
+        return ("not json", str(exc))
+    out = []
+    for i, tensor in enumerate(doc["inputs"]):
+        try:
+            arr = decode_tensor(tensor, f"inputs[{i}]")
+        except GradnetError as exc:
+            out.append((type(exc).__name__, str(exc), exc.path))
+        else:
+            out.append((str(arr.dtype), arr.shape, arr.tobytes()))
+    return out, doc.get("network")
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """Every body and array is large enough, and slices are a few numbers long."""
+    monkeypatch.setattr(numbers, "MIN_BODY_BYTES", 0)
+    monkeypatch.setattr(numbers, "MIN_ARRAY_BYTES", 1)
+    monkeypatch.setattr(numbers, "SLICE_BYTES", 7)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_bulk_numbers_decode_exactly_as_lists(tiny, data):
+    n_tensors = data.draw(st.integers(1, 3))
+    parts = []
+    for _ in range(n_tensors):
+        values = data.draw(st.lists(element, min_size=1, max_size=40))
+        sep = data.draw(spaces)
+        text = "[" + sep + f"{sep},{sep}".join(values) + sep + "]"
+        broken = data.draw(breaks)
+        if broken is not None:
+            at = data.draw(st.integers(0, len(text)))
+            text = text[:at] + broken + text[at:]
+        dtype = data.draw(st.sampled_from(DTYPES))
+        shape = data.draw(st.sampled_from([[len(values)], [len(values) + 1], None, [1, len(values)]]))
+        head = {"dtype": dtype} if shape is None else {"dtype": dtype, "shape": shape}
+        parts.append(orjson.dumps(head)[:-1].decode() + f', "data"{data.draw(spaces)}:{data.draw(spaces)}{text}}}')
+    network = '{"parameters": [{"name": "w", "value": {"dtype": "float32", "shape": [3], "data": [1.5, 2, 3]}}]}'
+    body = ('{"network": ' + network + ', "inputs": [' + ", ".join(parts) + "]}").encode()
+    assert _outcome(numbers.loads, body) == _outcome(orjson.loads, body)
+
+
+def test_the_bulk_path_is_taken_for_call_tensors_only(tiny):
+    body = (b'{"network": {"parameters": [{"name": "w", "value": {"dtype": "float32", "shape": [2], "data": [1, 2]}}]},'
+            b' "inputs": [{"dtype": "float32", "shape": [3], "data": [0.5, 1, 2]}], "sens": {"dtype": "int32", '
+            b'"shape": [2], "data": [7, 8]}, "parameters": {"w": {"dtype": "float32", "shape": [1], "data": [1e3]}},'
+            b' "other": {"data": [1, 2]}}')
+    doc = numbers.loads(body)
+    assert type(doc["inputs"][0]["data"]) is JsonNumbers and doc["inputs"][0]["data"].values.dtype == np.float64
+    assert type(doc["sens"]["data"]) is JsonNumbers and doc["sens"]["data"].values.dtype == np.int64
+    assert type(doc["parameters"]["w"]["data"]) is JsonNumbers
+    # a network's parameters are fingerprinted and stored as JSON: they stay lists, as does anything else
+    assert doc["network"]["parameters"][0]["value"]["data"] == [1, 2]
+    assert doc["other"] == {"data": [1, 2]}
+    assert decode_tensor(doc["inputs"][0]).tolist() == [0.5, 1.0, 2.0]
+
+
+def test_data_inside_a_string_is_left_alone(tiny):
+    body = b'{"inputs": [], "name": "\\"data\\": [1, 2, 3]", "x": "\\\\", "y": {"data": [4, 5]}}'
+    assert numbers.loads(body) == orjson.loads(body)
+
+
+def test_a_placeholder_lookalike_is_a_plain_string(tiny):
+    body = b'{"inputs": [{"dtype": "float32", "data": "\\u0000gradserve-numbers-00-0"}, ' \
+           b'{"dtype": "float32", "data": [1, 2]}]}'
+    doc = numbers.loads(body)
+    assert doc["inputs"][0]["data"] == "\0gradserve-numbers-00-0"
+    assert type(doc["inputs"][1]["data"]) is JsonNumbers
+
+
+def test_large_body_defaults():
+    """With the module's own thresholds: a 2 MiB array is bulk, a small one in the same body is not."""
+    n = 300_000
+    body = b'{"inputs": [{"dtype": "float32", "shape": [%d], "data": [' % n + b"0.25, " * (n - 1) + \
+        b'0.25]}, {"dtype": "float32", "shape": [2], "data": [1, 2]}]}'
+    doc = numbers.loads(body)
+    assert type(doc["inputs"][0]["data"]) is JsonNumbers
+    assert doc["inputs"][1]["data"] == [1, 2]
+    assert decode_tensor(doc["inputs"][0]).sum() == pytest.approx(0.25 * n)
+    assert math.isclose(float(decode_tensor(doc["inputs"][0])[-1]), 0.25)
