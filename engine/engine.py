@@ -15,6 +15,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from . import batching
+from .batching import Call
 from .cache import LRUCache
 from .dtypes import dtype_name
 from .errors import ArgumentError, DTypeError, ShapeError
@@ -71,6 +73,25 @@ def to_host(groups: Sequence[Sequence[Any]], zero_copy: bool) -> list[list[Array
     if zero_copy:
         return [[np.asarray(a) for a in group] for group in groups]
     return [list(group) for group in jax.device_get(list(groups))]
+
+
+def _compile(fn: Any, args: tuple[Any, ...]) -> tuple[Any, Any]:
+    """``fn`` compiled for ``args``, returning one flat list (one transfer, no walk per call),
+    and the tree to rebuild its answer from that list."""
+    tree: list[Any] = []
+
+    def flat(*a: Any) -> list[Any]:
+        leaves, treedef = jax.tree_util.tree_flatten(fn(*a))
+        tree.append(treedef)
+        return leaves
+
+    try:
+        lowered = jax.jit(flat).lower(*args)
+    except TypeError as exc:  # forward mode through a backward-only rule: the request's fault
+        if not is_no_forward_mode(exc):
+            raise
+        raise no_forward_mode("this network", "network") from None
+    return lowered.compile(), tree[0]
 
 
 def signature(arrays: Sequence[Array]) -> tuple[tuple[tuple[int, ...], str], ...]:
@@ -302,28 +323,73 @@ class Engine:
             nonlocal compile_s
             t0 = time.perf_counter()
             fn = transform.build(net, spec, [x.dtype for x in xs], self.max_elements)
-            tree: list[Any] = []
-
-            def flat(*args: Any) -> list[Any]:  # one flat list out: one transfer, no walk per call
-                leaves, treedef = jax.tree_util.tree_flatten(fn(*args))
-                tree.append(treedef)
-                return leaves
-
-            try:
-                lowered = jax.jit(flat).lower(xs, params, bound)
-            except TypeError as exc:  # forward mode through a backward-only rule: the request's fault
-                if not is_no_forward_mode(exc):
-                    raise
-                raise no_forward_mode("this network", "network") from None
-            compiled = lowered.compile()
+            compiled = _compile(fn, (xs, params, bound))
             compile_s = time.perf_counter() - t0
             self._compiled.stats.compile_seconds += compile_s
-            return compiled, tree[0]
+            return compiled
 
         compiled, hit = self._compiled.get_or_create(key, compile_now)
         if fast is not None:
             self._hits.put(fast, (compiled, params))
         return self._run(net, spec, compiled, xs, params, bound, compile_s, hit)
+
+    # -- batches (engine/batching.py) --------------------------------------------------------
+
+    def prepare(self, net: Network, spec: Spec, inputs: Sequence[Array] | Mapping[str, Array], *,
+                extra: Any = None) -> Call:
+        """One call bound and checked as :meth:`run` checks it (raises what it would raise), for
+        :meth:`run_batch`. Calls with the same :attr:`~engine.batching.Call.key` batch together.
+        (Per-call parameter values are not batched: such a call runs alone.)"""
+        xs = self.bind_inputs(net, inputs)
+        transform = TRANSFORMS[type(spec)]
+        bound = transform.check(_LazyAvals(self, net, xs), net, spec, xs, extra)
+        spec = transform.canonical(net, spec)
+        bound = None if bound is None else tuple(np.asarray(b) for b in bound)
+        key = (net.id, spec, signature(xs), None if bound is None else signature(bound))
+        return Call(spec, tuple(xs), bound, key)
+
+    def batch_compiled(self, call: Call, size: int) -> bool:
+        """Whether the batched program of ``call``'s key for ``size`` rows is compiled (cached)."""
+        return (*call.key, ("batch", size)) in self._compiled
+
+    def compile_batch(self, net: Network, call: Call, size: int) -> float:
+        """Compile (and cache) the batched program of ``call``'s key for ``size`` rows, without
+        running it; the seconds it took (0 if it was cached). Raises what the compiler raises."""
+        return self._batch_program(net, call, size)[1]
+
+    def _batch_program(self, net: Network, call: Call, size: int) -> tuple[Any, float, bool]:
+        took = 0.0
+
+        def compile_now() -> Any:
+            nonlocal took
+            t0 = time.perf_counter()
+            spec = call.spec
+            fn = TRANSFORMS[type(spec)].build(net, spec, [x.dtype for x in call.xs], self.max_elements)
+            xs, extra = batching.stack_calls([call], size)  # the shapes to compile for
+            compiled = _compile(batching.batched(fn, extra is not None), (xs, self._device_params(net, None), extra))
+            took = time.perf_counter() - t0
+            self._compiled.stats.compile_seconds += took
+            return compiled
+
+        compiled, hit = self._compiled.get_or_create((*call.key, ("batch", size)), compile_now)
+        return compiled, took, hit
+
+    def run_batch(self, net: Network, calls: Sequence[Call], size: int) -> list[GradResult]:
+        """``calls`` (one key, ``len(calls) <= size``) computed by the batched program for
+        ``size`` rows (padded): each result is what :meth:`run` gives that call alone. Compiles
+        the program if it is not cached (see :meth:`batch_compiled`, :meth:`compile_batch`)."""
+        first = calls[0]
+        if not 1 <= len(calls) <= size or any(c.key != first.key for c in calls):
+            raise ValueError("a batch holds calls of one key, at most its size")
+        (program, treedef), compile_s, hit = self._batch_program(net, first, size)
+        t0 = time.perf_counter()
+        xs, extra = batching.stack_calls(calls, size)
+        # the parameters: the network's, on the device once, shared by every row (in_axes=None)
+        leaves = to_host([program(xs, self._device_params(net, None), extra)], self._zero_copy)[0]
+        layout = TRANSFORMS[type(first.spec)].layout
+        fields = [layout(net, first.spec, treedef.unflatten(row)) for row in batching.rows(leaves, len(calls))]
+        compute_ms = (time.perf_counter() - t0) * 1e3
+        return [GradResult(f, {"compile": compile_s * 1e3, "compute": compute_ms}, hit) for f in fields]
 
     def _run(self, net: Network, spec: Spec, compiled: Any, xs: Sequence[Any], params: Mapping[str, Any],
              extra: Any, compile_s: float, hit: bool) -> GradResult:
