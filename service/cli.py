@@ -126,8 +126,9 @@ class DrainingServer:
         )
         self.server = _Server(config)
 
-    def run(self) -> int:
-        self.server.run()
+    def run(self, sockets: list[Any] | None = None) -> int:
+        """Serve (on ``sockets`` when given: the supervisor's inherited listener) until stopped."""
+        self.server.run(sockets=sockets)
         return 0 if self.server.started else 3
 
 
@@ -150,7 +151,10 @@ def _pin_malloc_mmap_threshold(threshold: int = 128 * 1024) -> None:
         pass  # not glibc (musl): nothing to pin
 
 
-def serve(args: argparse.Namespace) -> int:
+def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    """``gradserve serve``; ``argv``: its flags as given (passed on to the supervisor's children)."""
+    from . import supervisor  # noqa: PLC0415
+
     try:
         settings = settings_from_args(args)
         settings.keys()  # reads --api-keys-file now: a missing file is a startup error
@@ -164,10 +168,19 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _pin_malloc_mmap_threshold()
+    if settings.worker_mode == "inprocess":
+        if not supervisor.is_child():  # one HTTP process per device, with its engine (issue 14.4)
+            return supervisor.Supervisor(settings, list(argv or [])).run()
+        settings = settings.model_copy(update={"workers": 1})  # this process's one device
+        # The engine runs here: XLA's buffers of a few MiB must come from the warm heap (pinned at
+        # 128 KiB, each call of the MLP paid ~2,000 page faults: 5.7 -> 12-22 ms, docs/benchmarks.md).
+        _pin_malloc_mmap_threshold(8 * 1024 * 1024)
+    else:
+        _pin_malloc_mmap_threshold()
     from .http.app import create_app  # noqa: PLC0415 - imports JAX (via the engine)
 
-    return DrainingServer(create_app(settings), settings).run()
+    return DrainingServer(create_app(settings), settings).run(
+        sockets=[sock] if (sock := supervisor.inherited_socket()) is not None else None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["loadtest"]:  # everything after it is the load generator's (even --help)
         return _run_loadtest(argv[1:])
-    return serve(build_parser().parse_args(argv))
+    return serve(build_parser().parse_args(argv), argv[1:])
 
 
 if __name__ == "__main__":

@@ -187,6 +187,19 @@ class ProcessWorker(WorkerHandle):
             self.loop.call_soon_threadsafe(self._on_exit, self, process.exitcode)
 
 
+def worker_config(s: Settings) -> dict[str, Any]:
+    """The plain configuration of a worker's engine loop (:class:`service.worker.main.Worker`),
+    whichever transport runs it (a process here, a thread in :mod:`.inprocess`)."""
+    return {
+        "compile_cache_size": s.compile_cache_size,
+        "max_elements": s.max_tensor_elements,
+        "max_nodes": s.max_nodes,
+        "compile_cache_dir": str(s.compile_cache_dir) if s.compile_cache_dir else None,
+        "network_cache_size": s.network_cache_size,
+        "compile_timeout_s": s.compile_timeout_s,
+    }
+
+
 class ProcessLauncher:
     """Starts worker processes for a pool."""
 
@@ -200,15 +213,7 @@ class ProcessLauncher:
 
     def launch(self, slot: Slot, loop: asyncio.AbstractEventLoop, on_message: OnMessage,
                on_exit: OnExit) -> ProcessWorker:
-        s = self.settings
-        config = {
-            "compile_cache_size": s.compile_cache_size,
-            "max_elements": s.max_tensor_elements,
-            "max_nodes": s.max_nodes,
-            "compile_cache_dir": str(s.compile_cache_dir) if s.compile_cache_dir else None,
-            "network_cache_size": s.network_cache_size,
-            "compile_timeout_s": s.compile_timeout_s,
-        }
+        config = worker_config(self.settings)
         arenas, fds = self._arenas()
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(

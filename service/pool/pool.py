@@ -7,7 +7,8 @@ device, one :class:`engine.Engine` and its compile cache (:mod:`.probe` decides 
   unless that worker is more than :attr:`WorkerPool.affinity_slack` jobs busier than the least
   loaded one.
 - **Transport**: a socket pair and two shared-memory arenas per worker (:mod:`.launcher`,
-  :mod:`service.ipc`); the messages are :mod:`service.ipc.messages`'s.
+  :mod:`service.ipc`), or with ``worker_mode="inprocess"`` an engine thread of this process
+  (:mod:`.inprocess`); the messages are :mod:`service.ipc.messages`'s either way.
 - **Back-pressure**: at most ``settings.queue_size`` jobs queued or running per worker; beyond
   that :class:`QueueFullError` with ``retry_after``. A request takes its place with
   :meth:`WorkerPool.admit` before its body is read (requests still being read and validated
@@ -61,6 +62,16 @@ EventHook = Callable[[str, dict[str, Any]], None]
 class Launcher(Protocol):
     def launch(self, slot: Slot, loop: asyncio.AbstractEventLoop, on_message: OnMessage,
                on_exit: OnExit) -> WorkerHandle: ...
+
+
+def default_launcher(settings: Settings) -> Launcher:
+    """The transport ``settings.worker_mode`` names: worker processes (``process``), or engine
+    threads in this process (``inprocess``, :mod:`.inprocess`)."""
+    if getattr(settings, "worker_mode", "process") == "inprocess":
+        from .inprocess import InProcessLauncher  # noqa: PLC0415
+
+        return InProcessLauncher(settings)
+    return ProcessLauncher(settings)
 
 
 def _stopped(pid: int) -> bool:
@@ -126,7 +137,7 @@ class WorkerPool:
                  launcher: Launcher | None = None) -> None:
         self.settings = settings
         self._on_event = on_event
-        self._launcher: Launcher = launcher or ProcessLauncher(settings)
+        self._launcher: Launcher = launcher or default_launcher(settings)
         self._slots: list[Slot] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ids = itertools.count(1)
