@@ -101,6 +101,11 @@ async def _unless_gone(submitted: Awaitable[T], receive: Receive) -> T:
 class GradHandler:
     """``POST /<transform>`` for one app (its state: settings, registry, validator, pool, metrics)."""
 
+    # how an error becomes an answer: gradserve's own body here; another protocol's handler
+    # (a subclass) answers in its own shape
+    error_response = staticmethod(error_response)
+    bug_response = staticmethod(bug_response)
+
     def __init__(self, state: State, transform: str = "grad") -> None:
         self.state = state
         self.transform = transform
@@ -152,7 +157,7 @@ class GradHandler:
                         if len(body) > OFFLOAD_BYTES else decode(body, encoding, settings.max_body_bytes)
                 admission = pool.admit() if pool is not None else None
                 try:
-                    response = await self._grad(scope[NAMESPACE], body, headers, arrived, admission, receive)
+                    response = await self._call(scope, body, headers, arrived, admission, receive)
                 finally:
                     if admission is not None:
                         admission.release()
@@ -162,16 +167,22 @@ class GradHandler:
             return CLIENT_GONE  # nobody to answer (the worker was told to skip the job)
         except ERRORS as exc:
             log_error(self.route, exc)
-            response = error_response(exc)
+            response = self.error_response(exc)
             # The traceback's frames hold the body (and a thread pool's future holds the error, a
             # cycle): without this a refused body waits for the garbage collector (issue 12).
             exc.__traceback__ = None
             body = None  # noqa: F841 - freed before the answer is sent
         except Exception as exc:
             log.error("unhandled error in %s", self.route, exc_info=exc)
-            response = bug_response(exc)
+            response = self.bug_response(exc)
         await response(scope, receive, send)
         return response.status_code
+
+    def _call(self, scope: Scope, body: bytes, headers: Mapping[str, str], arrived: float,
+              admission: Admission | None, receive: Receive) -> Awaitable[Response]:
+        """The answer once the body is in (OIP's handler, :mod:`service.http.oip`, reads its model
+        from the path: the scope)."""
+        return self._grad(scope[NAMESPACE], body, headers, arrived, admission, receive)
 
     async def _grad(self, namespace: str, body: bytes, headers: Mapping[str, str], arrived: float,
                     admission: Admission | None = None, receive: Receive | None = None) -> Response:
@@ -198,6 +209,17 @@ class GradHandler:
             await run_in_threadpool(decode_tensors, call, parsed)
         else:
             decode_tensors(call, parsed)
+        result, decode_ms = await self.compute(net, call, arrived, admission, receive, big, t0)
+        return await self._respond(net, call, result, decode_ms)
+
+    async def compute(self, net: engine.Network, call: GradCall, arrived: float, admission: Admission | None = None,
+                      receive: Receive | None = None, big: bool = False,
+                      t0: float | None = None) -> tuple[JobResult, float]:
+        """Validate ``call`` (tensors decoded) on ``net`` and compute it on a worker: the result,
+        and the milliseconds since ``t0`` before it was submitted (decode). The other protocols
+        (:mod:`service.http.umbridge`) build their call and come in here."""
+        if t0 is None:
+            t0 = time.perf_counter()
         validator = self.validator
         xs = validator.bind_inputs(net, call.inputs)
         if big or not validator.knows(net, xs):
@@ -212,7 +234,7 @@ class GradHandler:
             raise NotReadyError("the engine workers are not started")
         submitted = pool.submit(job, lambda: net.to_json("b64"), admission)
         result: JobResult = await (submitted if receive is None else _unless_gone(submitted, receive))
-        return await self._respond(net, call, result, decode_ms)
+        return result, decode_ms
 
     async def _network(self, namespace: str, parsed: http_body.Body, big: bool) -> engine.Network:
         doc = parsed.doc
@@ -255,16 +277,7 @@ class GradHandler:
             encoded, chunks = await run_in_threadpool(encode.encode_fields, tensors, encoding)
         else:
             encoded, chunks = encode.encode_fields(tensors, encoding)
-        encode_ms = (time.perf_counter() - t0) * 1e3
-        worker = result.timing_ms
-        timing = {
-            "queue": worker.get("queue", 0.0),
-            "compile": worker.get("compile", 0.0),
-            "compute": worker.get("compute", 0.0),
-            "decode": decode_ms,
-            "encode": encode_ms,
-        }
-        self.metrics.observe_grad(timing, compiled=not result.cache_hit)
+        timing = self.observe(result, decode_ms, (time.perf_counter() - t0) * 1e3)
         if encoding == "binary" or sum(len(v) for v in encoded.values()) <= encode.STREAM_BYTES:
             doc: dict[str, Any] = {"network_id": net.id}
             for key, value in fields.items():
@@ -280,6 +293,20 @@ class GradHandler:
                 parts += [b',"' + key.encode() + b'":', encoded[key]]
         parts.append(b',"timing_ms":' + orjson.dumps(timing) + b"}")
         return encode.PartsResponse(parts, encode.JSON_TYPE)
+
+
+    def observe(self, result: JobResult, decode_ms: float, encode_ms: float) -> dict[str, float]:
+        """A computed answer's ``timing_ms``, recorded in the metrics."""
+        worker = result.timing_ms
+        timing = {
+            "queue": worker.get("queue", 0.0),
+            "compile": worker.get("compile", 0.0),
+            "compute": worker.get("compute", 0.0),
+            "decode": decode_ms,
+            "encode": encode_ms,
+        }
+        self.metrics.observe_grad(timing, compiled=not result.cache_hit)
+        return timing
 
 
 #: answer fields that hold no tensors: written as they are

@@ -21,6 +21,7 @@ from ..auth import Authenticator
 from ..errors import DrainingError, NotReadyError, RegistryUnavailableError, UnavailableError
 from ..grad.handler import GradHandler
 from ..grad.validator import Validator
+from . import oip
 from ..metrics import Metrics
 from ..registry import registry_from_settings
 from ..settings import Settings
@@ -58,6 +59,7 @@ class State:
         # POST routes the guard answers itself, by path: one handler per transform
         self.posts = {f"/{t}": GradHandler(self, t) for t in REQUESTS}
         self.grad = self.posts["/grad"]
+        self.oip = oip.Oip(self)  # Open Inference Protocol v2: every /v2 request (API.md section 10)
 
     def parse_network(self, doc: Any, path: str = "") -> engine.Network:
         return engine.parse_network(doc, max_nodes=self.settings.max_nodes,
