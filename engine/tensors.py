@@ -12,13 +12,13 @@ call cost microseconds.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import pybase64  # SIMD base64: the standard library's decodes ~240 MB/s, this one at memory speed
 
 from .dtypes import dtype_name, is_float, parse_dtype
 from .errors import TensorError, TooLargeError
@@ -103,6 +103,31 @@ def _nested_shape(data: Any, path: str | None) -> tuple[int, ...]:
             break
         node = node[0]
     return tuple(shape)
+
+
+class JsonNumbers:
+    """A flat JSON array of numbers that the request's JSON parser read in bulk, in place of the
+    list of Python numbers it stands for (``service/http/numbers.py``: a large body's ``data``
+    arrays, so that 21 million numbers are not 21 million Python objects, issue 12).
+
+    ``values`` is what ``np.asarray`` makes of that list: int64 when every number is an integer
+    that fits one, else float64, and float64 only when at least one number was written as a
+    float (``1.0``, ``1e3``); any other list (bools, null, strings, nesting, integers past
+    int64) is never a :class:`JsonNumbers`. :func:`decode_tensor` decodes it exactly as it
+    decodes the list (same dtype rules, rounding and messages)."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: np.ndarray) -> None:
+        if values.ndim != 1 or values.dtype not in (np.int64, np.float64):
+            raise ValueError("JsonNumbers holds a flat int64 or float64 array")
+        self.values = values
+
+    def __len__(self) -> int:
+        return self.values.size
+
+    def __repr__(self) -> str:
+        return f"JsonNumbers({self.values.size} × {self.values.dtype})"
 
 
 class JsonNumbers:
@@ -244,7 +269,7 @@ def _b64(value: Any, path: str | None) -> bytes:
     if not isinstance(value, str):
         raise TensorError("'b64' must be a base64 string", _join(path, "b64"))
     try:
-        return base64.b64decode(value, validate=True)
+        return pybase64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise TensorError("'b64' is not valid base64", _join(path, "b64")) from None
 
@@ -331,7 +356,9 @@ def _decode_data(
     if floating:
         with np.errstate(over="ignore", invalid="ignore"):
             arr = wide.astype(dtype)
-        overflow = np.isinf(arr.astype(np.float64)) & np.isfinite(wide)
+        # (float32 and float64 are NumPy's own: no float64 copy of a 21-million-number array)
+        inf = np.isinf(arr) if arr.dtype in (np.float32, np.float64) else np.isinf(arr.astype(np.float64))
+        overflow = inf & np.isfinite(wide)
         if overflow.any():
             bad = float(wide[overflow][0])
             raise TensorError(f"value {bad} is out of range for {dtype_name(dtype)}", where)
@@ -356,6 +383,13 @@ def _json_safe(flat: np.ndarray) -> Any:
     return flat
 
 
+def b64_bytes(array: np.ndarray) -> bytes:
+    """The base64 of ``array``'s little-endian, row-major bytes, read where they lie (no copy of
+    the array first when it is already contiguous and little-endian)."""
+    arr = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    return pybase64.b64encode(memoryview(arr.reshape(-1).view(np.uint8)))
+
+
 def encode_tensor(array: Any, encoding: str = "json") -> dict[str, Any]:
     """A wire tensor for ``array``: ``json`` (data) or ``b64``.
 
@@ -367,7 +401,7 @@ def encode_tensor(array: Any, encoding: str = "json") -> dict[str, Any]:
     if encoding == "json":
         head["data"] = _json_safe(np.ascontiguousarray(arr).reshape(-1))
     elif encoding == "b64":
-        head["b64"] = base64.b64encode(np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()).decode()
+        head["b64"] = b64_bytes(arr).decode("ascii")
     else:
         raise ValueError(f"unknown encoding {encoding!r}: expected one of {_ENCODINGS}")
     return head

@@ -16,7 +16,7 @@ import hashlib
 import math
 import time
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -267,15 +267,10 @@ class Body:
         return rewrite(doc)
 
 
-def parse_body(body: bytes, headers: Mapping[str, str], max_elements: int | None = None,
-               binary_tensors: Callable[[dict[str, Any]], Iterator[tuple[str, Any, Any]]] | None = None, *,
+def parse_body(body: bytes, headers: Mapping[str, str], max_elements: int | None = None, *,
                numbers: bool = False) -> Body:
     """Parse a request body (:class:`BadRequestError` if it is not JSON, or not the binary
-    framing it claims); its tensors are decoded later, each checked against ``max_elements``.
-
-    ``binary_tensors(doc)`` yields ``(path, tensor, binary_data_size)`` for the tensors that carry
-    binary bytes, in order: by default the tensors that say ``"binary_data_size"`` themselves; an
-    OIP infer request's inputs say it in their ``parameters`` (:mod:`service.http.oip`)."""
+    framing it claims); its tensors are decoded later, each checked against ``max_elements``."""
     header = headers.get(BINARY_HEADER)
     if header is None:
         # numbers: a large JSON body's call tensors keep their data numbers in bulk
@@ -295,7 +290,8 @@ def parse_body(body: bytes, headers: Mapping[str, str], max_elements: int | None
     doc = _loads(view[:json_size], "the JSON part of the binary request")
     binary: dict[int, memoryview] = {}
     offset = json_size
-    for path, tensor, size in (binary_tensors or _sized_tensors)(doc):
+    for path, tensor in _binary_tensors(doc, ""):
+        size = tensor["binary_data_size"]
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise BadRequestError(f"'binary_data_size' must be a non-negative integer, got {size!r}",
                                   f"{path}.binary_data_size")
@@ -333,11 +329,6 @@ def _loads(data: bytes | memoryview, what: str, numbers: bool = False) -> dict[s
     return doc
 
 
-def _sized_tensors(doc: Any) -> Iterator[tuple[str, dict[str, Any], Any]]:
-    for path, tensor in _binary_tensors(doc, ""):
-        yield path, tensor, tensor["binary_data_size"]
-
-
 def _binary_tensors(node: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """The tensors that carry ``binary_data_size``, in the order of the JSON text (orjson keeps
     key order). Tensor objects are not descended into, so ``data`` lists are never walked."""
@@ -352,3 +343,14 @@ def _binary_tensors(node: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]
     elif isinstance(node, list):
         for i, value in enumerate(node):
             yield from _binary_tensors(value, f"{path}[{i}]")
+
+
+def mostly_strings(body: bytes, json_size: int, windows: int = 4, width: int = 64) -> bool:
+    """Whether the JSON part of a large body (its first ``json_size`` bytes) looks like a few long
+    strings (base64 tensors) rather than numbers: no comma in any of ``windows`` samples of
+    ``width`` bytes spread over it (a JSON array of numbers has one every few bytes; base64 has
+    none). Microseconds, whatever the size: it decides whether parsing is worth the thread pool."""
+    if json_size < windows * width:
+        return False
+    step = json_size // (windows + 1)
+    return all(body.find(b",", step * i, step * i + width) < 0 for i in range(1, windows + 1))
