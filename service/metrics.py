@@ -10,6 +10,9 @@
   pool's snapshot at scrape time.
 - ``gradserve_abandoned_requests_total{reason}``: requests dropped before their computation,
   ``client_gone`` (the client disconnected: status 499) or ``deadline``.
+- ``gradserve_batch_size``: per computed request, how many requests its worker computed with it
+  as one batch (1: alone); ``gradserve_batch_wait_seconds``: how long it waited in its worker
+  for its batch to fill (``--batch-delay-us``; 0 when its batch did not wait).
 - ``gradserve_worker_queue_depth{worker}`` (queued + running), ``gradserve_worker_alive{worker}``,
   ``gradserve_worker_restarts_total{worker}``.
 """
@@ -48,6 +51,11 @@ STAGES = ("queue", "decode", "compile", "compute", "encode")
 # 50 µs .. 2 min: a warm tutorial-sized call is well under a millisecond, a cold compile seconds.
 BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
            1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+# a batch's size: the buckets its programs are compiled for (engine/batching.py)
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# the wait for a batch: 0 (no wait) up to a few milliseconds of --batch-delay-us
+BATCH_WAITS = (0.000001, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+               0.025, 0.05, 0.1)
 _STAGE_HELP = {
     "queue": "time from submitting a /grad job to a worker starting it",
     "decode": "time parsing and validating a /grad request in the server",
@@ -154,6 +162,12 @@ class Metrics:
         for stage in STAGES:
             series = histograms.family(f"gradserve_{stage}_seconds", _STAGE_HELP[stage], [])
             self.stages[stage] = series[()] = _Histogram(BUCKETS)
+        self.batch_size = histograms.family(
+            "gradserve_batch_size", "requests computed as one batch, observed once per computed request "
+            "(1: alone)", [])[()] = _Histogram(BATCH_SIZES)
+        self.batch_wait = histograms.family(
+            "gradserve_batch_wait_seconds", "time a computed request waited in its worker for its batch to "
+            "fill (--batch-delay-us)", [])[()] = _Histogram(BATCH_WAITS)
         r.register(histograms)
         self._pool_collector: _PoolCollector | None = None
         self._request_children: dict[tuple[str, str, int], Any] = {}
@@ -183,6 +197,14 @@ class Metrics:
             value = timing_ms.get(stage)
             if value is not None:
                 self.stages[stage].observe(value / 1e3)
+
+    def observe_batch(self, worker_timing_ms: dict[str, float]) -> None:
+        """The batch a request was computed in, from its worker's timing (``batch_size``,
+        ``batch_wait`` in ms; absent from a worker that does not batch)."""
+        size = worker_timing_ms.get("batch_size")
+        if size is not None:
+            self.batch_size.observe(size)
+            self.batch_wait.observe(worker_timing_ms.get("batch_wait", 0.0) / 1e3)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -52,6 +52,16 @@ class Settings(BaseSettings):
                                     "bytes; one more that would pass it gets 503 (one request alone always fits)")
     compile_timeout_s: float = Field(60.0, gt=0, description="compile budget of one network program in a worker: "
                                      "past it (or past its estimate) the call fails with 422, remembered")
+    # Dynamic batching (API.md section 9): jobs queued on a worker together that share a network,
+    # transform and input shapes run as one vmapped program. Like Triton's dynamic batcher with
+    # max_queue_delay 0, the default delay batches only what is already queued: a lone request
+    # never waits, and under load the requests that piled up while the worker computed form the
+    # next batch.
+    max_batch_size: int = Field(64, ge=1, description="most requests computed as one batch by a worker "
+                                "(1: no batching); batches are padded to 1, 2, 4, ... up to this size")
+    batch_delay_us: int = Field(0, ge=0, description="how long, in microseconds, a batch that is not full "
+                                "waits for more requests, once two or more are at hand (a lone request "
+                                "never waits)")
 
     def keys(self) -> frozenset[str]:
         """The configured API keys (empty: auth is off)."""

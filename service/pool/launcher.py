@@ -197,6 +197,8 @@ def worker_config(s: Settings) -> dict[str, Any]:
         "compile_cache_dir": str(s.compile_cache_dir) if s.compile_cache_dir else None,
         "network_cache_size": s.network_cache_size,
         "compile_timeout_s": s.compile_timeout_s,
+        "max_batch_size": s.max_batch_size,
+        "batch_delay_us": s.batch_delay_us,
     }
 
 

@@ -25,6 +25,8 @@ from typing import Any
 from service.ipc import messages as m
 from service.ipc.arenas import Arena, ArenaFds, RingWriter
 from service.ipc.framing import FrameReader, decode_frame, encode_msg, send_msg, write_parts
+from service.worker.batcher import ALONE, Batcher
+from service.worker.batcher import signature as _signature
 
 
 class Worker:
@@ -48,6 +50,11 @@ class Worker:
         self.networks: Any = LRUCache(config["network_cache_size"])
         self.cancelled: set[int] = set()  # job ids nobody waits for any more
         self.compiles = _CompileBudget(self, config.get("compile_timeout_s"))
+        # Dynamic batching (issue 14.1): jobs queued together that share a program run as one
+        # vmapped call; a batch that is not full waits at most batch_delay_s for more.
+        self.batcher = Batcher(self.engine, config.get("max_batch_size", 1))
+        self.batch_delay_s = max(0.0, config.get("batch_delay_us", 0) / 1e6)
+        self.backlog: deque[Any] = deque()  # messages read and not yet handled
         self.fd = conn.fileno()
         self.send_lock = threading.Lock()
         self.reader = FrameReader(self.fd)
@@ -112,8 +119,17 @@ class Worker:
             self.networks.put(job.network_id, net)
         return net, evicted
 
+    def spec(self, job: m.GradJob) -> Any:
+        """The engine's spec of a job's plain-data spec (remembered)."""
+        spec = self.specs.get(job.spec)
+        if spec is None:
+            if len(self.specs) > 4096:
+                self.specs.clear()
+            spec = self.specs[job.spec] = self.from_wire(job.spec)
+        return spec
+
     def run_job(self, job_id: int, job: m.GradJob, sent_at: float, net: Any = None,
-                evicted: list[str] | None = None, send: Any = None) -> None:
+                evicted: list[str] | None = None, send: Any = None, batch_wait_s: float = 0.0) -> None:
         """Compute ``job`` and answer it (with ``send``: the compile thread collects its answers)."""
         send = send or self.send
         started = time.monotonic()
@@ -130,27 +146,25 @@ class Worker:
                     return
                 if self.compiles.divert(job_id, job, sent_at, net, evicted):
                     return  # a cold program: compiled (and run) on the compile thread
-            spec = self.specs.get(job.spec)
-            if spec is None:
-                if len(self.specs) > 4096:
-                    self.specs.clear()
-                spec = self.specs[job.spec] = self.from_wire(job.spec)
-            result = self.engine.run(net, spec, job.inputs, parameters=job.parameters, extra=job.extra)
-            timing = dict(result.timing_ms)
-            timing["queue"] = max(0.0, (started - sent_at) * 1e3)
-            reply = m.JobResult(
-                fields=result.fields,
-                timing_ms=timing,
-                cache_hit=result.cache_hit,
-                cache_stats=self.engine.stats,
-            )
-            send(m.result(job_id, reply, evicted))
+            result = self.engine.run(net, self.spec(job), job.inputs, parameters=job.parameters, extra=job.extra)
+            send(self._result(job_id, result, started - sent_at, 1, batch_wait_s, evicted))
         except self.engine_mod.GradnetError as exc:
             send(m.error(job_id, type(exc).__name__, exc.message, exc.path, self.engine.stats, evicted))
         except Exception as exc:  # a bug, or the device ran out of memory: this job fails, we go on
             traceback.print_exc()
             message = f"the engine failed: {type(exc).__name__}: {exc}"
             send(m.error(job_id, m.INTERNAL, message, None, self.engine.stats, evicted))
+
+    def _result(self, job_id: int, result: Any, queued_s: float, batch_size: int, batch_wait_s: float,
+                evicted: list[str]) -> Any:
+        timing = dict(result.timing_ms)
+        timing["queue"] = max(0.0, queued_s * 1e3)
+        # for the server's histograms (gradserve_batch_size, gradserve_batch_wait_seconds)
+        timing["batch_size"] = float(batch_size)
+        timing["batch_wait"] = batch_wait_s * 1e3
+        reply = m.JobResult(fields=result.fields, timing_ms=timing, cache_hit=result.cache_hit,
+                            cache_stats=self.engine.stats)
+        return m.result(job_id, reply, evicted)
 
     def _take(self, msg: Any, backlog: deque[Any]) -> None:
         if msg[0] == m.CANCEL:
@@ -160,9 +174,9 @@ class Worker:
 
     def serve(self, parent_pid: int) -> None:
         """Read the socket on this thread (no hand-off between threads on the hot path). Before
-        each job everything already sent is read, so a cancellation that arrived while the
-        previous job ran is honoured."""
-        backlog: deque[Any] = deque()
+        each job (or batch) everything already sent is read, so a cancellation that arrived
+        while the previous one ran is honoured."""
+        backlog = self.backlog
         while True:
             if not backlog:
                 while (msg := self._next(self.compiles.poll_s())) is None:
@@ -170,19 +184,19 @@ class Worker:
                     if os.getppid() != parent_pid:
                         return  # reparented: the server died without closing our socket
                 self._take(msg, backlog)
-            while (msg := self._next(0)) is not None:
-                self._take(msg, backlog)
+            self._drain()
             if not backlog:  # only cancellations came (a job on the compile thread can be cancelled)
                 continue
+            kind = backlog[0][0]
+            if kind == m.JOB and self.batcher.enabled and len(backlog) > 1 and backlog[1][0] == m.JOB:
+                self.run_jobs(self._jobs())  # two or more jobs at hand: they may batch
+                continue
             msg = backlog.popleft()
-            kind = msg[0]
-            if kind == m.JOB:
+            if kind == m.JOB:  # a lone job never waits for others
                 job_id, job, sent_at = m.read_job(msg)
                 self.compiles.check_budget()
                 self.run_job(job_id, job, sent_at)
-                self.cancelled.discard(job_id)
-                if len(self.cancelled) > 1024:  # cancellations that came after their job ran
-                    self.cancelled.difference_update([i for i in list(self.cancelled) if i < job_id])
+                self._done(job_id)
             elif kind == m.FORGET:
                 network_id = m.payload(msg)
                 self.networks.pop(network_id)
@@ -190,16 +204,115 @@ class Worker:
             elif kind == m.STOP:
                 return
 
+    def _drain(self) -> None:
+        """Read every message already sent, without waiting."""
+        while (msg := self._next(0)) is not None:
+            self._take(msg, self.backlog)
 
-def _signature(value: Any) -> Any:
-    """What a compiled program depends on in a job's arrays: shapes and dtypes, not values."""
-    if hasattr(value, "shape") and hasattr(value, "dtype"):
-        return (tuple(value.shape), str(value.dtype))
-    if isinstance(value, (list, tuple)):
-        return tuple(_signature(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, _signature(v)) for k, v in value.items()))
-    return value if value is None or isinstance(value, (int, float, str, bool)) else type(value).__name__
+    def _done(self, job_id: int) -> None:
+        self.cancelled.discard(job_id)
+        if len(self.cancelled) > 1024:  # cancellations that came after their job ran
+            self.cancelled.difference_update([i for i in list(self.cancelled) if i < job_id])
+
+    # -- batches -------------------------------------------------------------------------------
+
+    def _jobs(self) -> list[list[Any]]:
+        """The jobs at the head of the backlog (up to the first message that is not a job), as
+        ``[job_id, job, sent_at, taken_at, wait_s]``. When two or more of them could batch and
+        their batch is not full, it waits up to ``batch_delay_s`` for more (a lone job never
+        waits: it is run at once)."""
+        backlog, batcher = self.backlog, self.batcher
+        jobs: list[list[Any]] = []
+        now = time.monotonic()
+        while backlog and backlog[0][0] == m.JOB:
+            jobs.append([*m.read_job(backlog.popleft()), now, 0.0])
+        if self.batch_delay_s <= 0:
+            return jobs
+        counts: dict[Any, int] = {}
+        for entry in jobs:
+            k = batcher.key(entry[1])
+            if k is not None:
+                counts[k] = counts.get(k, 0) + 1
+        if not counts or not 2 <= max(counts.values()) < batcher.max_batch_size:
+            return jobs
+        start = now
+        end = start + self.batch_delay_s
+        while not backlog and (left := end - time.monotonic()) > 0:
+            msg = self._next(left)
+            if msg is None:
+                break
+            self._take(msg, backlog)
+            while backlog and backlog[0][0] == m.JOB:  # what came meanwhile joins (others wait their turn)
+                entry = [*m.read_job(backlog.popleft()), time.monotonic(), 0.0]
+                jobs.append(entry)
+                k = batcher.key(entry[1])
+                if k is not None:
+                    counts[k] = counts.get(k, 0) + 1
+                    if counts[k] >= batcher.max_batch_size:
+                        end = 0.0  # a batch is full: go
+        done = time.monotonic()
+        for entry in jobs:
+            entry[4] = done - max(start, entry[3])
+        return jobs
+
+    def run_jobs(self, jobs: list[list[Any]]) -> None:
+        """Compute ``jobs`` (from :meth:`_jobs`) in order of arrival, each group of those that
+        share a program as one batch (:class:`Batcher`), the others one by one."""
+        batcher = self.batcher
+        for group in batcher.plan(jobs, lambda entry: batcher.key(entry[1])):
+            self._drain()  # cancellations that came while the previous group ran
+            self.compiles.check_budget()
+            now = time.monotonic()
+            live = []
+            for entry in group:
+                job_id, job = entry[0], entry[1]
+                if job_id in self.cancelled or (job.deadline and now > job.deadline):
+                    self.run_job(job_id, job, entry[2])  # answered expired, as a job run alone is
+                    self._done(job_id)
+                else:
+                    live.append(entry)
+            if len(live) > 1:
+                live = self._run_batch(live)
+            for job_id, job, sent_at, _, wait_s in live:  # the ones that run alone
+                self.run_job(job_id, job, sent_at, batch_wait_s=wait_s)
+                self._done(job_id)
+
+    def _run_batch(self, group: list[list[Any]]) -> list[list[Any]]:
+        """Answer what :class:`Batcher` computes of ``group`` (one key) as one batch; returns the
+        entries to run alone (a cold program, a batched program not compiled yet or failed)."""
+        first = group[0][1]
+        if self.compiles.key(first) not in self.compiles.warm:
+            return group  # never run here: its first run goes through the compile budget
+        try:
+            net, evicted = self.network(first)
+        except self.engine_mod.GradnetError:
+            return group  # the usual path answers each one
+        if net is None:
+            return group
+        started = time.monotonic()
+        try:
+            outcomes = self.batcher.run(net, self.spec(first), [entry[1] for entry in group])
+        except Exception:  # noqa: BLE001 - a bug in batching must not cost the jobs: run them alone
+            traceback.print_exc()
+            return group
+        alone = []
+        n = sum(1 for o in outcomes if o is not ALONE and not isinstance(o, BaseException))
+        for entry, outcome in zip(group, outcomes):
+            job_id, _, sent_at, _, wait_s = entry
+            if outcome is ALONE:
+                alone.append(entry)
+                continue
+            if isinstance(outcome, self.engine_mod.GradnetError):
+                self.send(m.error(job_id, type(outcome).__name__, outcome.message, outcome.path, self.engine.stats,
+                                  evicted))
+            elif isinstance(outcome, BaseException):
+                message = f"the engine failed: {type(outcome).__name__}: {outcome}"
+                self.send(m.error(job_id, m.INTERNAL, message, None, self.engine.stats, evicted))
+            else:
+                self.send(self._result(job_id, outcome, started - sent_at, n, wait_s, evicted))
+            evicted = []
+            self._done(job_id)
+        return alone
 
 
 class _CompileBudget:
@@ -229,14 +342,14 @@ class _CompileBudget:
         self.answered: set[int] = set()  # jobs failed by the budget while their compile went on
         self.queue: Any = None
 
-    def _key(self, job: m.GradJob) -> Any:
+    def key(self, job: m.GradJob) -> Any:
         return (job.network_id, _signature(job.spec), _signature(job.inputs), _signature(job.parameters),
                 _signature(job.extra))
 
     def divert(self, job_id: int, job: m.GradJob, sent_at: float, net: Any, evicted: list[str]) -> bool:
         """True if the job was answered (a remembered failure, an estimate over budget) or handed
         to the compile thread; False: it is warm, the caller runs it."""
-        key = self._key(job)
+        key = self.key(job)
         if key in self.warm:
             return False
         worker = self.worker
