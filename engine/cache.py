@@ -26,6 +26,7 @@ class CacheStats:
     evictions: int = 0
     compile_seconds: float = 0.0
     size: int = 0
+    loaded: int = 0  # programs loaded from an executable store instead of compiled (engine/executables.py)
 
     def as_dict(self) -> dict[str, float]:
         return dict(self.__dict__)

@@ -7,6 +7,7 @@ weights and input signature) and the network parameters already placed on its de
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,15 +17,17 @@ import jax
 import numpy as np
 
 from . import batching
+from . import executables as xstore
 from .batching import Call
 from .cache import LRUCache
 from .dtypes import dtype_name
 from .errors import ArgumentError, DTypeError, ShapeError
 from .grad import is_no_forward_mode, make_forward, no_forward_mode
 from .network import Network
-from .transforms import TRANSFORMS, GradOperation, Spec
+from .transforms import TRANSFORMS, GradOperation, Spec, from_wire, to_wire
 
 Array = np.ndarray
+log = logging.getLogger("gradserve.engine")
 
 
 @dataclass
@@ -75,9 +78,10 @@ def to_host(groups: Sequence[Sequence[Any]], zero_copy: bool) -> list[list[Array
     return [list(group) for group in jax.device_get(list(groups))]
 
 
-def _compile(fn: Any, args: tuple[Any, ...]) -> tuple[Any, Any]:
+def _compile(fn: Any, args: tuple[Any, ...], keep_unused: bool = False) -> tuple[Any, Any]:
     """``fn`` compiled for ``args``, returning one flat list (one transfer, no walk per call),
-    and the tree to rebuild its answer from that list."""
+    and the tree to rebuild its answer from that list. ``keep_unused``: every argument stays a
+    parameter of the executable (so that a stored one is called without JAX's bookkeeping)."""
     tree: list[Any] = []
 
     def flat(*a: Any) -> list[Any]:
@@ -86,7 +90,7 @@ def _compile(fn: Any, args: tuple[Any, ...]) -> tuple[Any, Any]:
         return leaves
 
     try:
-        lowered = jax.jit(flat).lower(*args)
+        lowered = jax.jit(flat, keep_unused=keep_unused).lower(*args)
     except TypeError as exc:  # forward mode through a backward-only rule: the request's fault
         if not is_no_forward_mode(exc):
             raise
@@ -139,6 +143,7 @@ class Engine:
         device: jax.Device | None = None,
         max_elements: int | None = None,
         compile_cache_dir: str | None = None,
+        executables: xstore.ExecutableStore | None = None,
     ) -> None:
         if not jax.config.jax_enable_x64:
             raise RuntimeError("JAX is not configured for gradserve: call engine.configure_jax() first "
@@ -153,6 +158,10 @@ class Engine:
         # Warm calls of the common form (list inputs, stored parameters, no sens) skip binding
         # and validation: the key holds everything those depend on (see grad()).
         self._hits: LRUCache[tuple[Any, Any]] = LRUCache(cache_size)
+        # Compiled programs shared with other processes (engine/executables.py): looked up
+        # before compiling, written after; None: every process compiles its own
+        self.executables = executables
+        self._env = None if executables is None else xstore.environment(self.device)
 
     @property
     def stats(self) -> dict[str, float]:
@@ -322,16 +331,78 @@ class Engine:
         def compile_now() -> Any:
             nonlocal compile_s
             t0 = time.perf_counter()
+            program = None
+            if self.executables is not None:  # another process may have compiled it already
+                program = xstore.program_id(net.id, to_wire(spec), key[2], key[3], self.max_elements)
+                found = self._load_stored(program, (xs, params, bound))
+                if found is not None:
+                    compile_s = time.perf_counter() - t0
+                    return found
             fn = transform.build(net, spec, [x.dtype for x in xs], self.max_elements)
-            compiled = _compile(fn, (xs, params, bound))
+            compiled = _compile(fn, (xs, params, bound), keep_unused=program is not None)
             compile_s = time.perf_counter() - t0
             self._compiled.stats.compile_seconds += compile_s
+            if program is not None:
+                self._store(program, compiled, (xs, params, bound))
             return compiled
 
         compiled, hit = self._compiled.get_or_create(key, compile_now)
         if fast is not None:
             self._hits.put(fast, (compiled, params))
         return self._run(net, spec, compiled, xs, params, bound, compile_s, hit)
+
+    # -- executables shared with other processes (engine/executables.py) --------------------
+
+    def _load_stored(self, program: dict[str, Any], args: tuple[Any, ...]) -> tuple[Any, Any] | None:
+        """The stored program for ``program`` if the store has a sound one for this environment."""
+        key = xstore.entry_key(program, self._env)  # type: ignore[arg-type]
+        try:
+            data = self.executables.get(key)  # type: ignore[union-attr]
+        except Exception as exc:  # noqa: BLE001 - the store is an optimisation: never a failure
+            log.warning("executable store unreadable (%s): compiling", exc)
+            return None
+        if data is None:
+            return None
+        try:
+            found, treedef, _ = xstore.load(data, self.device, program=program)
+        except xstore.EntryError as exc:
+            log.warning("stored executable %s ignored: %s", key[:12], exc)
+            return None
+        if found.n_in != len(jax.tree_util.tree_leaves(args)):
+            log.warning("stored executable %s ignored: it takes %d arrays", key[:12], found.n_in)
+            return None
+        self._compiled.stats.loaded += 1
+        return found, treedef
+
+    def _store(self, program: dict[str, Any], compiled: tuple[Any, Any], args: tuple[Any, ...]) -> None:
+        try:
+            data = xstore.dump(compiled[0], compiled[1], len(jax.tree_util.tree_leaves(args)), program,
+                               self._env)  # type: ignore[arg-type]
+            self.executables.put(xstore.entry_key(program, self._env), program["network_id"], data)  # type: ignore
+        except Exception as exc:  # noqa: BLE001 - not stored: the next process compiles it again
+            log.warning("compiled program not stored: %s: %s", type(exc).__name__, exc)
+
+    def preload(self, data: bytes, *, run: bool = True) -> bool:
+        """Put a stored entry's program in the compile cache, so that the first call of it here
+        does not compile (a new process warming up); ``run``: and run it once on zeros (a first
+        run is slow). False if the entry is not usable here (damaged, another environment or
+        engine version) or already cached."""
+        try:
+            found, treedef, header = xstore.load(data, self.device)
+            program = header["program"]
+            if program.get("max_elements") != self.max_elements:
+                return False
+            key = xstore.engine_key(program, from_wire)
+            if key in self._compiled:
+                return False
+            if run:
+                found.warm_up()
+        except Exception as exc:  # noqa: BLE001 - damaged, foreign or failing: it is compiled when called
+            log.warning("stored executable not preloaded: %s: %s", type(exc).__name__, exc)
+            return False
+        self._compiled.put(key, (found, treedef))
+        self._compiled.stats.loaded += 1
+        return True
 
     # -- batches (engine/batching.py) --------------------------------------------------------
 

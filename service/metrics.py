@@ -78,6 +78,8 @@ class _PoolCollector(Collector):
         seconds = CounterMetricFamily("gradserve_compile_cache_compile_seconds",
                                       "seconds spent compiling, per worker", labels=["worker"])
         size = GaugeMetricFamily("gradserve_compile_cache_size", "compiled programs cached", labels=["worker"])
+        loaded = CounterMetricFamily("gradserve_compile_cache_loaded", "programs loaded from the executable store "
+                                     "(--executable-store) instead of compiled", labels=["worker"])
         depth = GaugeMetricFamily("gradserve_worker_queue_depth", "jobs queued or running on a worker",
                                   labels=["worker"])
         alive = GaugeMetricFamily("gradserve_worker_alive", "1 if the worker process is up", labels=["worker"])
@@ -95,10 +97,11 @@ class _PoolCollector(Collector):
             misses.add_metric(label, float(cache.get("misses", 0)))
             seconds.add_metric(label, float(cache.get("compile_seconds", 0.0)))
             size.add_metric(label, float(cache.get("size", 0)))
+            loaded.add_metric(label, float(cache.get("loaded", 0)))
             depth.add_metric(label, float(w.get("queued", 0)) + float(w.get("running", 0)))
             alive.add_metric(label, 1.0 if w.get("alive") else 0.0)
             restarts.add_metric(label, float(w.get("restarts", 0)))
-        yield from (hits, misses, seconds, size, depth, alive, restarts)
+        yield from (hits, misses, seconds, size, loaded, depth, alive, restarts)
 
 
 class _Histogram:

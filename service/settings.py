@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     network_cache_size: int = Field(128, ge=1, description="parsed networks kept in memory (LRU)")
     compile_cache_size: int = Field(64, ge=1, description="compiled executables per worker (LRU)")
     compile_cache_dir: Path | None = Field(None, description="persistent XLA compile cache directory")
+    executable_store: str = Field("off", description="compiled programs shared by workers, replicas and restarts, "
+                                  "so that a new one does not compile what another did: off, registry (a table of "
+                                  "the PostgreSQL registry; a directory beside the SQLite file), or a directory")
+    warm_programs: int = Field(16, ge=0, description="with an executable store: the most recently used programs "
+                               "a worker loads (and runs once) when it starts, before it takes requests")
     queue_size: int = Field(64, ge=1, description="requests queued, running or being read per worker before 503")
     timeout_ms: int = Field(30000, ge=1, description="default deadline of a /grad request")
     max_body_bytes: int = Field(256 * 1024 * 1024, ge=1, description="largest request body")

@@ -190,6 +190,8 @@ class ProcessWorker(WorkerHandle):
 def worker_config(s: Settings) -> dict[str, Any]:
     """The plain configuration of a worker's engine loop (:class:`service.worker.main.Worker`),
     whichever transport runs it (a process here, a thread in :mod:`.inprocess`)."""
+    from ..registry.executables import settings_config  # noqa: PLC0415 - the registry package is heavy
+
     return {
         "compile_cache_size": s.compile_cache_size,
         "max_elements": s.max_tensor_elements,
@@ -199,6 +201,8 @@ def worker_config(s: Settings) -> dict[str, Any]:
         "compile_timeout_s": s.compile_timeout_s,
         "max_batch_size": s.max_batch_size,
         "batch_delay_us": s.batch_delay_us,
+        "executable_store": settings_config(s),
+        "warm_programs": s.warm_programs,
     }
 
 

@@ -46,6 +46,7 @@ class Worker:
             cache_size=config["compile_cache_size"],
             max_elements=config["max_elements"],
             compile_cache_dir=config["compile_cache_dir"],
+            executables=_executable_store(config.get("executable_store")),
         )
         self.networks: Any = LRUCache(config["network_cache_size"])
         self.cancelled: set[int] = set()  # job ids nobody waits for any more
@@ -90,6 +91,26 @@ class Worker:
             if timeout == 0 and not reader.ready:
                 return None
         return decode_frame(reader.ready.popleft(), self._job_region)
+
+    def warm_up(self) -> int:
+        """Load (and run once) the programs most recently used by any worker sharing our
+        executable store, before we say hello: a replica the autoscaler adds takes its first
+        requests warm (issue 17.5). Bounded in count and time; a bad entry is skipped."""
+        store = self.engine.executables
+        limit = int(self.config.get("warm_programs") or 0)
+        if store is None or limit <= 0:
+            return 0
+        loaded, deadline = 0, time.monotonic() + _WARM_UP_S
+        try:
+            entries = store.recent(limit)
+        except Exception as exc:  # noqa: BLE001 - a cold start, not a failed one
+            print(f"gradserve worker: executable store unreadable, starting cold: {exc}", file=sys.stderr)
+            return 0
+        for data in entries:
+            if time.monotonic() > deadline:
+                break
+            loaded += self.engine.preload(data)
+        return loaded
 
     def hello(self) -> None:
         import jax  # noqa: PLC0415
@@ -452,6 +473,7 @@ def main(conn: Any, index: int, env: dict[str, str], config: dict[str, Any], are
 
         engine.configure_jax()  # this process starts JAX: it configures it
         worker = Worker(conn, config, arenas)
+        worker.warm_up()
         worker.hello()
     except BaseException as exc:
         traceback.print_exc()
