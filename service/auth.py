@@ -1,4 +1,5 @@
-"""API keys: ``Authorization: Bearer <key>`` on every route but ``/health/*``.
+"""API keys: ``Authorization: Bearer <key>`` on every route but ``/health/*`` (and HTTP Basic
+auth with the key as the password on the UM-Bridge routes).
 
 With no key configured (``settings.keys()`` empty) auth is off and every caller shares the
 namespace :data:`PUBLIC`. With keys, each key has its own namespace (a hash of the key, so the
@@ -7,6 +8,7 @@ registry never stores a key): networks registered with one key are visible only 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 from collections.abc import Iterable
@@ -27,16 +29,23 @@ class Authenticator:
     def enabled(self) -> bool:
         return bool(self._keys)
 
-    def namespace(self, authorization: bytes | None) -> str | None:
+    def namespace(self, authorization: bytes | None, basic: bool = False) -> str | None:
         """The caller's namespace for an ``Authorization`` header value, or None (401).
 
+        With ``basic`` (the UM-Bridge routes: their clients send no headers of their own, only a
+        URL's ``user:password@``), ``Basic base64(user:key)`` is taken too, the key as the password.
         Every configured key is compared, in constant time, whatever matches first."""
         if not self._keys:
             return PUBLIC
         if not authorization:
             return None
         scheme, _, token = authorization.partition(b" ")
-        if scheme.lower() != b"bearer":
+        if basic and scheme.lower() == b"basic":
+            try:
+                token = base64.b64decode(token.strip(), validate=True).partition(b":")[2]
+            except ValueError:
+                return None
+        elif scheme.lower() != b"bearer":
             return None
         token = token.strip()
         found = None

@@ -376,7 +376,92 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+# -- UM-Bridge (API.md section 10; service/http/umbridge.py) --------------------------------------
+
+_UMB_NAME = "a model's name: the hex of a registered network's id (GET /Info lists them)"
+_UMB_VECTOR = list[float]
+
+
+class UmbridgeModelRequest(BaseModel):
+    """``POST /InputSizes``, ``/OutputSizes``, ``/ModelInfo``."""
+
+    name: str = Field(..., description=_UMB_NAME)
+    config: dict[str, Any] | None = Field(None, description="must be empty: gradserve models take no config")
+
+
+class UmbridgeEvaluateRequest(UmbridgeModelRequest):
+    """``POST /Evaluate``: one flat (row-major) vector per network input."""
+
+    input: list[_UMB_VECTOR] = Field(..., description="one vector per network input, flattened row-major")
+
+
+class UmbridgeGradientRequest(UmbridgeEvaluateRequest):
+    outWrt: int = Field(..., ge=0, description="the output whose cotangent is sens")
+    inWrt: int = Field(..., ge=0, description="the input the gradient is of")
+    sens: _UMB_VECTOR = Field(..., description="the cotangent, of output outWrt's size")
+
+
+class UmbridgeApplyJacobianRequest(UmbridgeEvaluateRequest):
+    outWrt: int = Field(..., ge=0, description="the output whose tangent is answered")
+    inWrt: int = Field(..., ge=0, description="the input vec is a tangent of")
+    vec: _UMB_VECTOR = Field(..., description="the tangent, of input inWrt's size")
+
+
+class UmbridgeApplyHessianRequest(UmbridgeEvaluateRequest):
+    outWrt: int = Field(..., ge=0, description="the output weighted by sens")
+    inWrt1: int = Field(..., ge=0, description="the input the answer is of")
+    inWrt2: int = Field(..., ge=0, description="the input vec is of")
+    sens: _UMB_VECTOR = Field(..., description="weights of output outWrt (its size)")
+    vec: _UMB_VECTOR = Field(..., description="of input inWrt2's size")
+
+
+class UmbridgeInfo(BaseModel):
+    protocolVersion: float = Field(..., description="1.0")
+    models: list[str] = Field(..., description="the models of this API key: networks whose inputs declare their shapes")
+
+
+class UmbridgeInputSizes(BaseModel):
+    inputSizes: list[int]
+
+
+class UmbridgeOutputSizes(BaseModel):
+    outputSizes: list[int]
+
+
+class UmbridgeSupport(BaseModel):
+    Evaluate: bool
+    Gradient: bool
+    ApplyJacobian: bool
+    ApplyHessian: bool
+
+
+class UmbridgeModelInfo(BaseModel):
+    support: UmbridgeSupport
+
+
+class UmbridgeOutputs(BaseModel):
+    output: list[_UMB_VECTOR] = Field(..., description="one vector per network output")
+
+
+class UmbridgeVector(BaseModel):
+    output: _UMB_VECTOR
+
+
+class UmbridgeErrorDetail(BaseModel):
+    type: str = Field(..., description="InvalidInput, ModelNotFound, UnsupportedFeature, Unauthorized, Unavailable, "
+                      "Timeout or InternalError")
+    message: str
+
+
+class UmbridgeError(BaseModel):
+    """UM-Bridge's error body (not gradserve's)."""
+
+    error: UmbridgeErrorDetail
+
+
 #: Models whose schemas the OpenAPI document carries even where no route names them directly.
 SCHEMA_MODELS = (Tensor, Network, GradRequest, GradResponse, NetworkInfo, NetworkList, OpCatalog, ErrorResponse,
                  JvpRequest, JvpResponse, VjpRequest, VjpResponse, JacobianRequest, JacobianResponse,
-                 HvpRequest, HvpResponse)
+                 HvpRequest, HvpResponse,
+                 UmbridgeModelRequest, UmbridgeEvaluateRequest, UmbridgeGradientRequest, UmbridgeApplyJacobianRequest,
+                 UmbridgeApplyHessianRequest)

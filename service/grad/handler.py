@@ -101,6 +101,11 @@ async def _unless_gone(submitted: Awaitable[T], receive: Receive) -> T:
 class GradHandler:
     """``POST /<transform>`` for one app (its state: settings, registry, validator, pool, metrics)."""
 
+    # how an error becomes an answer: gradserve's own body here; another protocol's handler
+    # (a subclass) answers in its own shape
+    error_response = staticmethod(error_response)
+    bug_response = staticmethod(bug_response)
+
     def __init__(self, state: State, transform: str = "grad") -> None:
         self.state = state
         self.transform = transform
@@ -162,14 +167,14 @@ class GradHandler:
             return CLIENT_GONE  # nobody to answer (the worker was told to skip the job)
         except ERRORS as exc:
             log_error(self.route, exc)
-            response = error_response(exc)
+            response = self.error_response(exc)
             # The traceback's frames hold the body (and a thread pool's future holds the error, a
             # cycle): without this a refused body waits for the garbage collector (issue 12).
             exc.__traceback__ = None
             body = None  # noqa: F841 - freed before the answer is sent
         except Exception as exc:
             log.error("unhandled error in %s", self.route, exc_info=exc)
-            response = bug_response(exc)
+            response = self.bug_response(exc)
         await response(scope, receive, send)
         return response.status_code
 
@@ -187,23 +192,31 @@ class GradHandler:
             except ValueError:
                 pass  # parse_body says what is wrong with it
         big = json_size > OFFLOAD_BYTES
-        # A large text of base64 strings parses and decodes at memory speed (0.2 ms for the MLP's
-        # 540 KB): the three thread-pool hops would cost more than the work (issue 14).
-        heavy = big and not http_body.mostly_strings(body, json_size)
         limit = settings.max_tensor_elements
         parse = http_body.parse_body
         # a large body's call tensors keep their numbers in bulk (service/http/numbers.py)
-        parsed = (await run_in_threadpool(parse, body, headers, limit, numbers=True) if heavy
+        parsed = (await run_in_threadpool(parse, body, headers, limit, numbers=True) if big
                   else parse(body, headers, limit))
         call = parse_call(parsed.doc, settings.timeout_ms, self.transform)
         net = await self._network(namespace, parsed, big)
-        if heavy:
+        if big:
             await run_in_threadpool(decode_tensors, call, parsed)
         else:
             decode_tensors(call, parsed)
+        result, decode_ms = await self.compute(net, call, arrived, admission, receive, big, t0)
+        return await self._respond(net, call, result, decode_ms)
+
+    async def compute(self, net: engine.Network, call: GradCall, arrived: float, admission: Admission | None = None,
+                      receive: Receive | None = None, big: bool = False,
+                      t0: float | None = None) -> tuple[JobResult, float]:
+        """Validate ``call`` (tensors decoded) on ``net`` and compute it on a worker: the result,
+        and the milliseconds since ``t0`` before it was submitted (decode). The other protocols
+        (:mod:`service.http.umbridge`) build their call and come in here."""
+        if t0 is None:
+            t0 = time.perf_counter()
         validator = self.validator
         xs = validator.bind_inputs(net, call.inputs)
-        if heavy or not validator.knows(net, xs):
+        if big or not validator.knows(net, xs):
             await run_in_threadpool(validator.validate, net, xs, call)
         else:
             validator.validate(net, xs, call)
@@ -215,7 +228,7 @@ class GradHandler:
             raise NotReadyError("the engine workers are not started")
         submitted = pool.submit(job, lambda: net.to_json("b64"), admission)
         result: JobResult = await (submitted if receive is None else _unless_gone(submitted, receive))
-        return await self._respond(net, call, result, decode_ms)
+        return result, decode_ms
 
     async def _network(self, namespace: str, parsed: http_body.Body, big: bool) -> engine.Network:
         doc = parsed.doc
@@ -254,7 +267,7 @@ class GradHandler:
         # Text is written on the loop: orjson holds the GIL, so a thread would not let the loop
         # run meanwhile, only add a hand-off. A huge text (seconds of it) goes to a thread all the
         # same: the GIL's switch interval then lets the loop in between.
-        if encoding == "json" and encode.element_count(tensors) > LOOP_ENCODE_ELEMENTS:  # b64 is streamed
+        if encoding != "binary" and encode.element_count(tensors) > LOOP_ENCODE_ELEMENTS:
             encoded, chunks = await run_in_threadpool(encode.encode_fields, tensors, encoding)
         else:
             encoded, chunks = encode.encode_fields(tensors, encoding)
@@ -268,8 +281,7 @@ class GradHandler:
             "encode": encode_ms,
         }
         self.metrics.observe_grad(timing, compiled=not result.cache_hit)
-        self.metrics.observe_batch(worker)
-        if encoding == "binary" or sum(encode.encoded_size(v) for v in encoded.values()) <= encode.STREAM_BYTES:
+        if encoding == "binary" or sum(len(v) for v in encoded.values()) <= encode.STREAM_BYTES:
             doc: dict[str, Any] = {"network_id": net.id}
             for key, value in fields.items():
                 doc[key] = value if key in PLAIN else orjson.Fragment(encoded[key])
@@ -281,8 +293,7 @@ class GradHandler:
             if key in PLAIN:
                 parts.append(b',"' + key.encode() + b'":' + orjson.dumps(value))
             else:
-                text = encoded[key]  # a b64 field with large tensors: its parts (encode.Streamed)
-                parts += [b',"' + key.encode() + b'":', *(text if isinstance(text, encode.Streamed) else [text])]
+                parts += [b',"' + key.encode() + b'":', encoded[key]]
         parts.append(b',"timing_ms":' + orjson.dumps(timing) + b"}")
         return encode.PartsResponse(parts, encode.JSON_TYPE)
 

@@ -84,10 +84,16 @@ def build(app: FastAPI, documented: list[BaseRoute]) -> dict[str, Any]:
         "bearerAuth": {"type": "http", "scheme": "bearer",
                        "description": "an API key; required only when the server has keys configured"}
     }
+    components["securitySchemes"]["basicAuth"] = {
+        "type": "http", "scheme": "basic",
+        "description": "UM-Bridge routes only: any user, the API key as the password (UM-Bridge clients send no "
+        "headers of their own: http://user:KEY@host:port)"}
     for path, item in schema.get("paths", {}).items():
         if not path.startswith("/health/"):
             for operation in item.values():
                 operation["security"] = [{"bearerAuth": []}, {}]
+                if "umbridge" in operation.get("tags", ()):
+                    operation["security"].insert(1, {"basicAuth": []})
     _json_bodies_without_binary(schema)
     app.openapi_schema = schema
     return schema

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
 from starlette.types import Scope
 
 import engine
@@ -20,8 +22,8 @@ from engine.request import REQUESTS
 from ..auth import Authenticator
 from ..errors import DrainingError, NotReadyError, RegistryUnavailableError, UnavailableError
 from ..grad.handler import GradHandler
+from . import umbridge
 from ..grad.validator import Validator
-from . import oip
 from ..metrics import Metrics
 from ..registry import registry_from_settings
 from ..settings import Settings
@@ -59,7 +61,11 @@ class State:
         # POST routes the guard answers itself, by path: one handler per transform
         self.posts = {f"/{t}": GradHandler(self, t) for t in REQUESTS}
         self.grad = self.posts["/grad"]
-        self.oip = oip.Oip(self)  # Open Inference Protocol v2: every /v2 request (API.md section 10)
+        # the other protocols' paths: where HTTP Basic auth is taken too, and how a refusal the
+        # guard answers (401, 503 draining, 405) is reshaped into that protocol's error body
+        self.basic_auth: frozenset[str] = frozenset()
+        self.error_shapes: dict[str, Callable[[Response], Response]] = {}
+        umbridge.install(self)  # UM-Bridge's POST routes (API.md section 10)
 
     def parse_network(self, doc: Any, path: str = "") -> engine.Network:
         return engine.parse_network(doc, max_nodes=self.settings.max_nodes,

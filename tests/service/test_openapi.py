@@ -29,19 +29,19 @@ ROUTES = {
     "/health/live": {"get"},
     "/health/ready": {"get"},
     "/metrics": {"get"},
-    # Open Inference Protocol v2 (API.md section 10)
-    "/v2": {"get"},
-    "/v2/health/live": {"get"},
-    "/v2/health/ready": {"get"},
-    "/v2/models/{model}": {"get"},
-    "/v2/models/{model}/versions/{version}": {"get"},
-    "/v2/models/{model}/ready": {"get"},
-    "/v2/models/{model}/versions/{version}/ready": {"get"},
-    "/v2/models/{model}/infer": {"post"},
-    "/v2/models/{model}/versions/{version}/infer": {"post"},
+    # UM-Bridge (API.md section 10)
+    "/Info": {"get"},
+    "/InputSizes": {"post"},
+    "/OutputSizes": {"post"},
+    "/ModelInfo": {"post"},
+    "/Evaluate": {"post"},
+    "/Gradient": {"post"},
+    "/ApplyJacobian": {"post"},
+    "/ApplyHessian": {"post"},
 }
 #: routes whose errors have another protocol's shape, not gradserve's ErrorResponse
-OTHER_ERRORS = {p: "OipError" for p in ROUTES if p.startswith("/v2")}
+OTHER_ERRORS = {p: "UmbridgeError" for p in ("/Info", "/InputSizes", "/OutputSizes", "/ModelInfo", "/Evaluate",
+                                             "/Gradient", "/ApplyJacobian", "/ApplyHessian")}
 
 
 @pytest.fixture(scope="module")
