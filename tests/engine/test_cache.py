@@ -37,7 +37,8 @@ def test_get_put_and_stats():
     cache.put("a", "A")
     assert cache.get("a") == "A"
     assert "a" in cache and "b" not in cache and len(cache) == 1
-    assert cache.stats.as_dict() == {"hits": 1, "misses": 1, "evictions": 0, "compile_seconds": 0.0, "size": 1}
+    assert cache.stats.as_dict() == {"hits": 1, "misses": 1, "evictions": 0, "compile_seconds": 0.0, "size": 1,
+                                     "loaded": 0}
 
 
 def test_evicts_the_least_recently_used():
