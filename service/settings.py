@@ -57,6 +57,9 @@ class Settings(BaseSettings):
                                     "bytes; one more that would pass it gets 503 (one request alone always fits)")
     compile_timeout_s: float = Field(60.0, gt=0, description="compile budget of one network program in a worker: "
                                      "past it (or past its estimate) the call fails with 422, remembered")
+    worker_hang_s: float = Field(10.0, gt=0, description="a worker that has not answered a heartbeat for this "
+                                 "long, with no request waiting on it within its deadline, is hung: /health/ready "
+                                 "is 503 while every worker is hung, stopped, restarting or fully booked")
     # Dynamic batching (API.md section 9): jobs queued on a worker together that share a network,
     # transform and input shapes run as one vmapped program. Like Triton's dynamic batcher with
     # max_queue_delay 0, the default delay batches only what is already queued: a lone request

@@ -14,6 +14,7 @@ Server -> worker::
     forget(network_id)                 # the network was deleted
     cancel(job_id)                     # nobody waits for it: skip it if not started
     stop()                             # finish what is queued, then exit
+    ping(seq)                          # the heartbeat: the worker's loop answers pong(seq)
 
 Worker -> server::
 
@@ -23,6 +24,7 @@ Worker -> server::
     error(job_id, kind, message, path, cache_stats, evicted)
     expired(job_id, cache_stats)       # deadline passed or cancelled while it waited: not computed
     unknown_network(job_id)            # no network_doc and the network is not (or no longer) here
+    pong(seq)                          # the heartbeat's answer, from the loop that reads the jobs
 
 ``evicted`` lists the network ids the worker dropped from its LRU of parsed networks, so the
 server knows to send their documents again. An error's ``kind`` is the name of the engine error
@@ -38,6 +40,7 @@ from typing import Any
 import numpy as np
 
 JOB, FORGET, CANCEL, STOP = "job", "forget", "cancel", "stop"
+PING, PONG = "ping", "pong"
 HELLO, FATAL, RESULT, ERROR, EXPIRED, UNKNOWN_NETWORK = (
     "hello", "fatal", "result", "error", "expired", "unknown_network")
 #: an error's kind when the engine failed in a way that is not the request's fault
@@ -127,6 +130,14 @@ def forget(network_id: str) -> tuple[Any, ...]:
 
 def cancel(job_id: int) -> tuple[Any, ...]:
     return (CANCEL, job_id)
+
+
+def ping(seq: int) -> tuple[Any, ...]:
+    return (PING, seq)
+
+
+def pong(seq: int) -> tuple[Any, ...]:
+    return (PONG, seq)
 
 
 def stop() -> tuple[Any, ...]:

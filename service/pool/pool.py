@@ -161,6 +161,7 @@ class WorkerPool:
             raise RuntimeError("the worker pool is already started")
         self._loop = asyncio.get_running_loop()
         self._accepting = True
+        self._background(self._heartbeat())
         device = self.settings.device
         if device == "cpu" or (device == "auto" and not probe.may_have_gpu()):
             self._spawn_all(probe.cpu_plan(self.settings))
@@ -205,9 +206,11 @@ class WorkerPool:
         every ready worker is stopped (``SIGSTOP``: it would hold whatever it is given) or has a
         full queue, counting the places held by requests admitted and not yet submitted. For
         readiness: a load balancer should send elsewhere what would get 503 here."""
-        ready = [p for p in self._ready() if not _stopped(p.pid)]
+        now = time.monotonic()
+        ready = [p for p in self._ready() if not _stopped(p.pid) and not self._hung(p, now)]
         if not ready:
-            return "every engine worker is stopped (SIGSTOP) or restarting"
+            return (f"every engine worker is stopped (SIGSTOP), hung (no answer to its heartbeat for "
+                    f"{self._hang_s():g} s, no request running within its deadline) or restarting")
         limit = self.settings.queue_size
         held = sum(min(p.load, limit) for p in ready) + self._admitted
         if held >= limit * len(ready):
@@ -231,6 +234,34 @@ class WorkerPool:
     async def close(self) -> None:
         """Stop at once: :meth:`drain` without waiting."""
         await self.drain(0.0)
+
+    # -- the heartbeat ----------------------------------------------------------------------
+
+    def _hang_s(self) -> float:
+        return float(getattr(self.settings, "worker_hang_s", 10.0))
+
+    def _hung(self, proc: WorkerHandle, now: float) -> bool:
+        """``proc`` has not answered a heartbeat for ``worker_hang_s`` and no request it holds is
+        still within its deadline (a long compute someone waits for is busy, not hung; one that
+        outlived its caller's deadline, or silence with nothing to compute, is hung)."""
+        sent = proc.ping_sent
+        if sent is None or now - sent <= self._hang_s():
+            return False
+        return all(p.future.done() for p in proc.pending.values())
+
+    async def _heartbeat(self) -> None:
+        """Ping every ready worker, one ping outstanding at a time; its loop answers pong (the
+        compile thread leaves it free while compiling), so an unanswered ping ages."""
+        seq = itertools.count(1)
+        while True:
+            await asyncio.sleep(min(1.0, self._hang_s() / 4))
+            for proc in self._ready():
+                if proc.ping_sent is None:
+                    proc.ping_sent = time.monotonic()
+                    try:
+                        proc.send(m.ping(next(seq)))
+                    except Exception:  # noqa: BLE001 - a worker going away: its exit is handled elsewhere
+                        proc.ping_sent = None
 
     def _waited_on(self) -> bool:
         return any(not p.future.done() for proc in self._live() for p in proc.pending.values())
@@ -416,6 +447,8 @@ class WorkerPool:
             self._finish(proc, job_id, None, error)
         elif kind == m.UNKNOWN_NETWORK:
             self._resend(proc, m.payload(msg))
+        elif kind == m.PONG:
+            proc.ping_sent = None
         elif kind == m.HELLO:
             proc.info = m.payload(msg)
             proc.ready = True

@@ -86,6 +86,7 @@ class WorkerHandle:
         self.stopping = False
         self.exitcode: int | None = None
         self.exited = asyncio.Event()
+        self.ping_sent: float | None = None  # the heartbeat not answered yet (monotonic time sent)
 
     @property
     def running(self) -> int | None:

@@ -190,6 +190,11 @@ class Worker:
     def _take(self, msg: Any, backlog: deque[Any]) -> None:
         if msg[0] == m.CANCEL:
             self.cancelled.add(m.payload(msg))
+        elif msg[0] == m.PING:
+            # The heartbeat (hung-worker detection, issue 12.7): answered by the loop that reads
+            # the jobs, between jobs and while a compile runs on the compile thread; a loop stuck
+            # in a compute answers late, a stopped process never.
+            self.send(m.pong(m.payload(msg)))
         else:
             backlog.append(msg)
 

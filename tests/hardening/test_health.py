@@ -1,10 +1,13 @@
-"""Truthful readiness (issue 12, finding 9): ``/health/ready`` is 503 while no worker can take
-work: stopped (SIGSTOP) or fully booked. Before the fix it said 200 in both cases."""
+"""Truthful readiness (issue 12, finding 9 and point 7): ``/health/ready`` is 503 while no worker
+can take work: stopped (SIGSTOP), hung (its loop has not answered the pool's heartbeat for
+``worker_hang_s``, and nobody waits on what it computes) or fully booked. Before the fixes it
+said 200 in each case."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 import httpx
 from hardening_helpers import Background, assert_healthy, poll, slow_request
@@ -26,7 +29,7 @@ def test_ready_is_503_while_every_queue_place_is_held(server_factory):
 
 
 def test_ready_is_503_while_the_worker_is_stopped(server_factory):
-    server = server_factory(workers=1)
+    server = server_factory(workers=1, worker_hang_s=1)
     (pid,) = server.worker_pids()
     with server.client(timeout=30) as c:
         assert c.get("/health/ready").status_code == 200
@@ -36,8 +39,52 @@ def test_ready_is_503_while_the_worker_is_stopped(server_factory):
                      what="readiness to say 503 while the worker is stopped")
             assert "stopped" in r.json()["error"]["message"]
             assert c.get("/health/live").status_code == 200
+            time.sleep(2.5)  # past worker_hang_s: its heartbeat is unanswered, and stays 503
+            assert c.get("/health/ready").status_code == 503
         finally:
             os.kill(pid, signal.SIGCONT)
         poll(lambda: c.get("/health/ready"), lambda r: r.status_code == 200, timeout=10,
              what="readiness to come back after SIGCONT")
     assert_healthy(server)
+
+
+def test_ready_is_503_while_the_worker_is_hung_in_a_compute_nobody_waits_for(server_factory, figures):
+    """A warm compute runs on the worker's main loop: one that outlives its caller's deadline
+    (504) holds the only worker, not stopped and not booked (one job for 64 places), and the
+    next request would wait behind it. Before the heartbeat: 200 all along."""
+    server = server_factory(workers=1, worker_hang_s=1, timeout_ms=120_000)
+    request = slow_request(depth=160, name="hung")
+    with server.client(timeout=120) as c:
+        t0 = time.monotonic()
+        assert c.post("/grad", json=request).status_code == 200  # compiled (on the compile thread), now warm
+        first = time.monotonic() - t0
+        assert c.get("/health/ready").status_code == 200
+        t0 = time.monotonic()
+        assert c.post("/grad", json={**request, "timeout_ms": 300}).status_code == 504  # computes on
+        r = poll(lambda: c.get("/health/ready"), lambda r: r.status_code == 503, timeout=60,
+                 what="readiness to say 503 while the worker is stuck in a compute past its deadline")
+        hung_after = time.monotonic() - t0
+        err = r.json()["error"]
+        assert err["code"] == "not_ready" and "hung" in err["message"], err
+        assert c.get("/health/live").status_code == 200
+        poll(lambda: c.get("/health/ready"), lambda r: r.status_code == 200, timeout=120,
+             what="readiness to come back once the compute is over")
+        figures["health_hung_worker"] = {"first_call_s": round(first, 1), "503_after_s": round(hung_after, 1),
+                                         "200_again_after_s": round(time.monotonic() - t0, 1)}
+    assert_healthy(server)
+
+
+def test_a_long_compute_someone_waits_for_is_busy_not_hung(server_factory):
+    """The same compute within its deadline: readiness stays 200 (the worker is busy; its queue
+    has places), so a long request does not take the replica out of a load balancer."""
+    server = server_factory(workers=1, worker_hang_s=1, timeout_ms=120_000)
+    request = slow_request(depth=160, name="busy")
+    with server.client(timeout=120) as c:
+        assert c.post("/grad", json=request).status_code == 200  # warm
+        busy = Background(lambda: httpx.post(server.url + "/grad", json=request, timeout=120))
+        statuses = []
+        while not busy.done():
+            statuses.append(c.get("/health/ready").status_code)
+            time.sleep(0.2)
+        assert busy.result().status_code == 200
+        assert len(statuses) >= 10 and set(statuses) == {200}, statuses
