@@ -341,6 +341,23 @@ class Worker:
         return alone
 
 
+#: the longest a starting worker spends preloading programs before it takes requests
+_WARM_UP_S = 30.0
+
+
+def _executable_store(config: Any) -> Any:
+    """The worker's executable store (service/registry/executables.py), or None."""
+    if not config:
+        return None
+    try:
+        from service.registry.executables import open_store  # noqa: PLC0415
+
+        return open_store(config)
+    except Exception as exc:  # noqa: BLE001 - without a store the worker compiles everything itself
+        print(f"gradserve worker: no executable store ({exc})", file=sys.stderr)
+        return None
+
+
 class _CompileBudget:
     """Compiles off the warm path (issue 12.2). A job whose program this worker has not run yet
     (network, spec and shapes) goes to one compile thread, which compiles and runs it; warm jobs
