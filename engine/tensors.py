@@ -130,56 +130,6 @@ class JsonNumbers:
         return f"JsonNumbers({self.values.size} × {self.values.dtype})"
 
 
-class JsonNumbers:
-    """A flat JSON array of numbers that the request's JSON parser read in bulk, in place of the
-    list of Python numbers it stands for (``service/http/numbers.py``: a large body's ``data``
-    arrays, so that 21 million numbers are not 21 million Python objects, issue 12).
-
-    ``values`` is what ``np.asarray`` makes of that list: int64 when every number is an integer
-    that fits one, else float64, and float64 only when at least one number was written as a
-    float (``1.0``, ``1e3``); any other list (bools, null, strings, nesting, integers past
-    int64) is never a :class:`JsonNumbers`. :func:`decode_tensor` decodes it exactly as it
-    decodes the list (same dtype rules, rounding and messages)."""
-
-    __slots__ = ("values",)
-
-    def __init__(self, values: np.ndarray) -> None:
-        if values.ndim != 1 or values.dtype not in (np.int64, np.float64):
-            raise ValueError("JsonNumbers holds a flat int64 or float64 array")
-        self.values = values
-
-    def __len__(self) -> int:
-        return self.values.size
-
-    def __repr__(self) -> str:
-        return f"JsonNumbers({self.values.size} × {self.values.dtype})"
-
-
-class JsonNumbers:
-    """A flat JSON array of numbers that the request's JSON parser read in bulk, in place of the
-    list of Python numbers it stands for (``service/http/numbers.py``: a large body's ``data``
-    arrays, so that 21 million numbers are not 21 million Python objects, issue 12).
-
-    ``values`` is what ``np.asarray`` makes of that list: int64 when every number is an integer
-    that fits one, else float64, and float64 only when at least one number was written as a
-    float (``1.0``, ``1e3``); any other list (bools, null, strings, nesting, integers past
-    int64) is never a :class:`JsonNumbers`. :func:`decode_tensor` decodes it exactly as it
-    decodes the list (same dtype rules, rounding and messages)."""
-
-    __slots__ = ("values",)
-
-    def __init__(self, values: np.ndarray) -> None:
-        if values.ndim != 1 or values.dtype not in (np.int64, np.float64):
-            raise ValueError("JsonNumbers holds a flat int64 or float64 array")
-        self.values = values
-
-    def __len__(self) -> int:
-        return self.values.size
-
-    def __repr__(self) -> str:
-        return f"JsonNumbers({self.values.size} × {self.values.dtype})"
-
-
 _FAST_FLOATS = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64),
                 "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64)}
 _FAST_MAX = 4096
