@@ -9,7 +9,10 @@
 - **ingress** (``@serve.ingress`` on a FastAPI app) takes every request and hands it to an
   engine replica through a DeploymentHandle: Serve picks the replica (power of two choices on
   their queues) and counts ongoing requests for the autoscaler (``min_replicas`` ..
-  ``max_replicas`` on ``target_ongoing_requests``). What Serve itself refuses becomes
+  ``max_replicas`` on ``target_ongoing_requests``). Replicas come up warm: their compiled
+  programs are shared through the registry (``executable_store: registry``, a table of the
+  PostgreSQL registry), and a new replica preloads the most recently used ones before Serve
+  routes to it. What Serve itself refuses becomes
   gradserve's error body: back-pressure (``max_queued_requests`` exceeded) is 503 ``queue_full``
   with ``Retry-After``; a replica that died holding the request (its node was lost) is 503
   ``worker_died`` with ``Retry-After``, to be retried, while Serve starts a replacement.
@@ -139,7 +142,9 @@ def build_app(args: dict[str, Any] | None = None) -> Any:
     if unknown:
         raise ValueError(f"unknown args for service.cluster: {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     gpu = conf["device"] == "gpu"
-    settings = {"device": "gpu" if gpu else "cpu", **conf["settings"]}
+    # replicas share their compiled programs through the registry (issue 17.5): one the autoscaler
+    # adds preloads the programs in use before it takes requests
+    settings = {"device": "gpu" if gpu else "cpu", "executable_store": "registry", **conf["settings"]}
     autoscaling = {
         "min_replicas": int(conf["min_replicas"]),
         "max_replicas": int(conf["max_replicas"]),

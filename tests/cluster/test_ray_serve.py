@@ -155,6 +155,13 @@ def test_autoscaling_up_under_load_spreads_over_nodes_and_back(ingress, by_id):
     nodes = Counter(where.split("/")[0] for status, where, _ in load.answers if status == 200)
     assert set(statuses) == {200}, (statuses, [c[:200] for s, _, c in load.answers if s != 200][:5])
     assert len(nodes) == 2, nodes  # replicas on the two worker nodes both answered
+    # the added replica came up warm (issue 17.5): its first answer compiled nothing, the
+    # program was preloaded from the registry's executable store before Serve routed to it
+    first: dict[str, float] = {}
+    for status, where, content in load.answers:
+        if status == 200 and where not in first:
+            first[where] = json.loads(content)["timing_ms"]["compile"]
+    assert len(first) >= 2 and all(ms == 0.0 for ms in first.values()), first
     down_after = _wait_replicas(lambda n: n == 1, 120, "back to one replica at rest")
     print(f"\nautoscaling: 1 -> 2 after {up_after:.1f} s of load; 2 -> 1 {down_after:.1f} s after it; "
           f"answers {sum(statuses.values())}, per node {dict(nodes)}")
