@@ -221,3 +221,63 @@ def test_forward_mode_through_a_backward_only_rule_is_a_request_error(eng: engin
         eng.run(IS_GRAD, spec, [LOGITS, LABELS], extra=extra)
     assert info.value.path in ("network", "nodes[0]") and "/vjp" in info.value.message
     assert eng.run(IS_GRAD, Vjp(), [LOGITS, LABELS], extra=np.ones_like(LOGITS)).fields["gradients"] is not None
+
+
+# A loss (one scalar output): batched cotangents differ by a factor only, so the engine runs one
+# reverse pass and scales it (engine.transforms._scalable), where the vmap of the vjp runs K.
+LOSS = engine.parse_network({
+    "format": "gradnet/1", "name": "loss", "inputs": [{"name": "x"}, {"name": "y"}],
+    "parameters": [{"name": "w", "value": {"dtype": F64, "shape": [3, 4], "data": RNG.normal(size=12).tolist()}}],
+    "nodes": [
+        {"name": "xw", "op": "MatMul", "inputs": ["x", "w"]},
+        {"name": "t", "op": "Tanh", "inputs": ["xw"]},
+        {"name": "ty", "op": "Mul", "inputs": ["t", "y"]},
+        {"name": "f", "op": "ReduceSum", "inputs": ["ty"], "attrs": {"axis": [], "keep_dims": False}},
+    ],
+    "outputs": ["f"],
+})
+
+
+def test_batched_cotangents_of_a_scalar_output_equal_one_call_each_at_the_cost_of_one(eng: engine.Engine) -> None:
+    import jax
+
+    from engine.transforms import TRANSFORMS
+
+    x, y = RNG.normal(size=(2, 3)), RNG.normal(size=(2, 4))
+    cts = np.array([2.0, -3.0, 0.0, 0.5, 1e3, -1e-3, 7.0])
+    got = eng.run(LOSS, Vjp(weights=("w",), batched=True), [x, y], extra=cts)
+    (g_x, g_y), (g_w,) = got.gradients
+    assert g_x.shape == (7, 2, 3) and g_w.shape == (7, 3, 4)
+    assert np.shape(got.value) == ()  # the value stays unbatched
+    for i, c in enumerate(cts):
+        one = eng.run(LOSS, Vjp(weights=("w",)), [x, y], extra=np.float64(c)).gradients
+        for a, b in zip((g_x, g_y, g_w), (*one[0], *one[1])):
+            np.testing.assert_allclose(a[i], b, rtol=1e-13, atol=1e-300)
+
+    # one reverse pass, not K: K = 64 costs the FLOPs of one pass and 64 scalings (~9x one
+    # call's here; the vmap of the vjp costs 64x)
+    fn = TRANSFORMS[Vjp].build(LOSS, Vjp(weights=("w",), batched=True), [x.dtype, y.dtype], None)
+    params = {"w": LOSS.parameter("w").value}
+
+    def flops(k: int) -> float:
+        return jax.jit(fn).lower([x, y], params, (np.ones(k),)).compile().cost_analysis()["flops"]
+
+    assert flops(64) < 16 * flops(1)
+
+
+def test_batched_cotangents_through_a_backward_that_ignores_them_are_not_scaled(eng: engine.Engine) -> None:
+    # MindSpore's bprop of SparseSoftmaxCrossEntropyWithLogits(is_grad=true) ignores the
+    # cotangent: every cotangent gets the same gradient, which scaling one pass would not give.
+    net = engine.parse_network({
+        "format": "gradnet/1", "name": "is-grad-sum", "inputs": [{"name": "logits"}, {"name": "labels"}],
+        "nodes": [{"name": "g", "op": "SparseSoftmaxCrossEntropyWithLogits", "inputs": ["logits", "labels"],
+                   "attrs": {"is_grad": True}},
+                  {"name": "s", "op": "ReduceSum", "inputs": ["g"], "attrs": {"axis": [], "keep_dims": False}}],
+        "outputs": ["s"],
+    })
+    cts = np.array([2.0, -3.0, 0.5], np.float32)
+    got = eng.run(net, Vjp(batched=True), [LOGITS, LABELS], extra=cts).gradients[0]
+    for i, c in enumerate(cts):
+        one = eng.run(net, Vjp(), [LOGITS, LABELS], extra=c).gradients[0]
+        np.testing.assert_allclose(got[i], one, rtol=1e-6)
+    np.testing.assert_allclose(got[0], got[1])  # the same whatever the cotangent
