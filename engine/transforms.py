@@ -14,7 +14,8 @@ network needed to build it), and three functions in :data:`TRANSFORMS`:
   them (tuples as lists), from what ``fn`` returned (arrays, on the host).
 
 Transforms are built from each other: jacobian is jax's jacrev/jacfwd, batched vectors are the
-vmap of one jvp/vjp over a single linearization, hvp is the jvp of the gradient, per-example
+vmap of one jvp/vjp over a single linearization (the cotangents of a one-element output, a
+loss, are one reverse pass scaled K times), hvp is the jvp of the gradient, per-example
 gradients are the vmap of a gradient transform. Non-float inputs, frozen weights and
 non-float outputs carry nothing: their gradients are zeros of their own dtype, filled inside
 the compiled function.
