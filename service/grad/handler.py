@@ -281,6 +281,7 @@ class GradHandler:
             "encode": encode_ms,
         }
         self.metrics.observe_grad(timing, compiled=not result.cache_hit)
+        self.metrics.observe_batch(worker)
         if encoding == "binary" or sum(len(v) for v in encoded.values()) <= encode.STREAM_BYTES:
             doc: dict[str, Any] = {"network_id": net.id}
             for key, value in fields.items():
