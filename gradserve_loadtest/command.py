@@ -197,10 +197,10 @@ def run_sweep(args: argparse.Namespace, doc: dict[str, Any], err_console: Consol
             for sc in scenarios:
                 for mode in modes:
                     network_id = None
-                    if mode == "network-id" and "network" in sc.request:
+                    if (mode == "network-id" or sc.protocol != "grad") and "network" in sc.request:
                         network_id = server.register_network(url, registration_body(sc.request), headers)
                     for enc in args.encoding:
-                        prepared = prepare(sc.request, enc, network_id)
+                        prepared = prepare(sc.request, enc, network_id, sc.protocol)
                         doc["scenarios"][sc.name].setdefault("body_bytes", {})[f"{enc}/{mode}"] = len(prepared.body)
                         for _ in range(max(0, args.warmup)):
                             for attempt in range(10):  # a busy server may say 503: retry
@@ -233,7 +233,9 @@ def run_sweep(args: argparse.Namespace, doc: dict[str, Any], err_console: Consol
                                 "backend": samples.backend, "network_id": network_id,
                                 "body_bytes": len(prepared.body),
                                 "client": client,
-                                "server": report.server_figures(server.delta(before, after), client["requests"]),
+                                "server": report.server_figures(
+                                    server.delta(before, after, prepared.meta.get("route", server.GRAD_ROUTE)),
+                                    client["requests"]),
                                 "command": samples.command,
                                 # 1-minute load average after the level (client + server + the rest)
                                 "loadavg_1m": _loadavg()[0] if _loadavg() else None,

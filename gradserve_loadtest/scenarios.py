@@ -14,6 +14,11 @@ so the load generator (Locust or hey) spends nothing on encoding during the run:
 In *network-id* mode the network is registered once (``POST /networks``, JSON with b64
 parameters) and the body carries ``"network_id"`` instead of ``"network"``.
 
+A scenario's *protocol* says where the body goes: ``grad`` (``POST /grad``), or ``oip`` (the
+``oip`` scenario: the same call as an Open Inference Protocol v2 infer request to
+``/v2/models/{model}/infer``, always of a registered network; ``json`` or ``binary`` tensors,
+OIP has no ``b64``).
+
 Tensors are decoded and encoded by the engine's one tensor codec (:mod:`engine.tensors`), which
 imports no JAX: the load generator never loads JAX.
 """
@@ -29,12 +34,14 @@ from typing import Any
 import numpy as np
 import orjson
 
-from engine.dtypes import dtype_name
+from engine.dtypes import OIP_DTYPES, dtype_name
 from engine.tensors import decode_tensor, encode_tensor
 from service.models import TUTORIAL_NETWORK
 
 ENCODINGS = ("json", "b64", "binary")
-BUILTIN_SCENARIOS = ("tutorial", "mlp")
+BUILTIN_SCENARIOS = ("tutorial", "mlp", "oip")
+#: where a scenario's body goes: gradserve's own /grad, or the Open Inference Protocol v2
+PROTOCOLS = ("grad", "oip")
 BINARY_HEADER = "Inference-Header-Content-Length"
 
 # The repository root (``gradserve_loadtest/scenarios.py`` -> ``.``), where tests/fixtures is.
@@ -135,18 +142,21 @@ class Scenario:
     name: str
     request: dict[str, Any]
     source: str = "builtin"
+    protocol: str = "grad"  # one of PROTOCOLS
 
 
 def build_scenario(spec: str, mlp_file: str | Path = DEFAULT_MLP_FILE) -> Scenario:
     """``tutorial``, ``mlp`` or the path of a JSON /grad body."""
     if spec == "tutorial":
         return Scenario("tutorial", tutorial_request(), "builtin (seed tutorial, get_all)")
+    if spec == "oip":
+        return Scenario("oip", tutorial_request(), "builtin (seed tutorial, get_all, as OIP v2 infer)", "oip")
     if spec == "mlp":
         req, source = mlp_request(mlp_file)
         return Scenario("mlp", req, source)
     path = find_file(spec)
     if path is None:
-        raise ValueError(f"unknown scenario {spec!r}: use tutorial, mlp or the path of a JSON /grad body")
+        raise ValueError(f"unknown scenario {spec!r}: use tutorial, mlp, oip or the path of a JSON /grad body")
     return Scenario(path.stem, load_request(path), str(path))
 
 
@@ -243,8 +253,63 @@ def with_network_id(request: dict[str, Any], network_id: str) -> dict[str, Any]:
     return out
 
 
-def prepare(request: dict[str, Any], encoding: str, network_id: str | None = None) -> PreparedRequest:
+def prepare(request: dict[str, Any], encoding: str, network_id: str | None = None,
+            protocol: str = "grad") -> PreparedRequest:
     """The body every user sends: inline network, or ``network_id`` when one is given."""
+    if protocol == "oip":
+        return oip_infer(request, encoding, network_id)
     if network_id is not None:
         request = with_network_id(request, network_id)
     return encode_request(request, encoding)
+
+
+# --------------------------------------------------------------------------------------------
+# The Open Inference Protocol v2 (API.md section 10)
+# --------------------------------------------------------------------------------------------
+
+_OIP_NAMES = {ours: oip for oip, ours in OIP_DTYPES.items()}
+OIP_ROUTE = "/v2/models/{model}/infer"  # the route label of the server's metrics
+
+
+def oip_infer(request: dict[str, Any], encoding: str, network_id: str | None) -> PreparedRequest:
+    """A /grad body (its inline network gives the names) as an OIP v2 infer request of the
+    registered network ``network_id``: inputs named after the network's, ``sens`` as
+    ``sens/<output>`` inputs, the flags as ``parameters`` (``weights`` comma-separated);
+    ``binary``: every tensor in the binary extension both ways (``binary_data_output``)."""
+    if network_id is None:
+        raise ValueError("an OIP request is for a registered network: register it first (network_id)")
+    if encoding not in ("json", "binary"):
+        raise ValueError(f"OIP tensors are json or binary, not {encoding!r}")
+    net = request.get("network") or {}
+    names = [i["name"] for i in net.get("inputs", [])]
+    raw_inputs = request.get("inputs", [])
+    named = list(raw_inputs.items()) if isinstance(raw_inputs, dict) else list(zip(names, raw_inputs, strict=True))
+    if request.get("sens_param"):
+        outputs = net.get("outputs", [])
+        outputs = [outputs] if isinstance(outputs, str) else outputs
+        sens = request["sens"] if isinstance(request["sens"], list) else [request["sens"]]
+        named += [(f"sens/{o}", t) for o, t in zip(outputs, sens, strict=True)]
+    chunks: list[bytes] = []
+    inputs = []
+    for name, obj in named:
+        array = decode_tensor(obj)
+        head: dict[str, Any] = {"name": name, "datatype": _OIP_NAMES[dtype_name(array.dtype)],
+                                "shape": list(array.shape)}
+        if encoding == "binary":
+            raw = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+            head["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            head["data"] = wire_tensor(array, "json")["data"]
+        inputs.append(head)
+    parameters: dict[str, Any] = {k: request[k] for k in ("get_all", "get_by_list", "return_value") if request.get(k)}
+    if request.get("weights") is not None:
+        parameters["weights"] = ",".join(request["weights"])
+    parameters["binary_data_output"] = encoding == "binary"
+    head_bytes = _dumps({"inputs": inputs, "parameters": parameters})
+    headers = {"Content-Type": "application/json"}
+    if chunks:
+        headers = {"Content-Type": "application/octet-stream", BINARY_HEADER: str(len(head_bytes))}
+    body = head_bytes + b"".join(chunks)
+    return PreparedRequest(body, headers, path=f"/v2/models/{network_id.removeprefix('sha256:')}/infer",
+                           meta={"encoding": encoding, "bytes": len(body), "protocol": "oip", "route": OIP_ROUTE})

@@ -76,24 +76,24 @@ class Metrics:
         return {dict(lab).get(label, "") for n, lab in self.samples if n == name}
 
 
-def _route_labels(m: Metrics, name: str) -> dict[str, Any]:
+def _route_labels(m: Metrics, name: str, route: str = GRAD_ROUTE) -> dict[str, Any]:
     """How the requests counter names the /grad route (``route``, ``path``, ``handler`` or
     ``endpoint``), so the match survives a rename on the service side."""
     for key in ("route", "path", "handler", "endpoint"):
-        if GRAD_ROUTE in m.label_values(name, key):
-            match: dict[str, Any] = {key: GRAD_ROUTE}
+        if route in m.label_values(name, key):
+            match: dict[str, Any] = {key: route}
             if m.label_values(name, "method") - {""}:
                 match["method"] = "POST"
             return match
     return {}
 
 
-def grad_requests(m: Metrics) -> dict[str, float]:
-    """The server's own count of ``POST /grad`` responses, by status code."""
+def grad_requests(m: Metrics, route: str = GRAD_ROUTE) -> dict[str, float]:
+    """The server's own count of ``POST /grad`` responses (or another ``route``'s), by status code."""
     name = REQUESTS_COUNTER
     if not m.has(name):
         return {}
-    match = _route_labels(m, name)
+    match = _route_labels(m, name, route)
     if not match:
         return {}
     status_key = next((k for k in ("status", "code", "status_code") if m.label_values(name, k) - {""}), None)
@@ -102,7 +102,7 @@ def grad_requests(m: Metrics) -> dict[str, float]:
     return {s: m.total(name, **match, **{status_key: s}) for s in sorted(m.label_values(name, status_key))}
 
 
-def delta(before: Metrics, after: Metrics) -> dict[str, Any]:
+def delta(before: Metrics, after: Metrics, route: str = GRAD_ROUTE) -> dict[str, Any]:
     """The server's side of one level: per-stage histogram deltas, the POST /grad counter delta by
     status, compile-cache hits and misses."""
     out: dict[str, Any] = {"stages": {}, "requests": {}, "scrape_ok": before.error is None and after.error is None}
@@ -119,7 +119,7 @@ def delta(before: Metrics, after: Metrics) -> dict[str, Any]:
             "mean_ms": (s / c * 1000.0) if c > 0 else None,
             "present": after.has(base + "_count"),
         }
-    b, a = grad_requests(before), grad_requests(after)
+    b, a = grad_requests(before, route), grad_requests(after, route)
     out["requests"] = {k: a.get(k, 0.0) - b.get(k, 0.0) for k in sorted(set(a) | set(b)) if a.get(k, 0.0) - b.get(k, 0.0)}
     out["requests_total"] = sum(out["requests"].values()) if (a or b) else None
     for key, name in (("cache_hits", CACHE_HITS), ("cache_misses", CACHE_MISSES)):

@@ -33,11 +33,11 @@ def prepared_for(host: str, scenario: str, encoding: str = "json", network_id_mo
         if key not in _cache:
             sc = build_scenario(scenario, **({"mlp_file": mlp_file} if mlp_file else {}))
             network_id = None
-            if network_id_mode and "network" in sc.request:
+            if (network_id_mode or sc.protocol != "grad") and "network" in sc.request:
                 from .server import register_network
 
                 network_id = register_network(host, registration_body(sc.request), headers)
-            _cache[key] = prepare(sc.request, encoding, network_id)
+            _cache[key] = prepare(sc.request, encoding, network_id, sc.protocol)
         return _cache[key]
 
 

@@ -157,7 +157,7 @@ class GradHandler:
                         if len(body) > OFFLOAD_BYTES else decode(body, encoding, settings.max_body_bytes)
                 admission = pool.admit() if pool is not None else None
                 try:
-                    response = await self._grad(scope[NAMESPACE], body, headers, arrived, admission, receive)
+                    response = await self._call(scope, body, headers, arrived, admission, receive)
                 finally:
                     if admission is not None:
                         admission.release()
@@ -178,6 +178,12 @@ class GradHandler:
         await response(scope, receive, send)
         return response.status_code
 
+    def _call(self, scope: Scope, body: bytes, headers: Mapping[str, str], arrived: float,
+              admission: Admission | None, receive: Receive) -> Awaitable[Response]:
+        """The answer once the body is in (OIP's handler, :mod:`service.http.oip`, reads its model
+        from the path: the scope)."""
+        return self._grad(scope[NAMESPACE], body, headers, arrived, admission, receive)
+
     async def _grad(self, namespace: str, body: bytes, headers: Mapping[str, str], arrived: float,
                     admission: Admission | None = None, receive: Receive | None = None) -> Response:
         settings = self.settings
@@ -192,18 +198,21 @@ class GradHandler:
             except ValueError:
                 pass  # parse_body says what is wrong with it
         big = json_size > OFFLOAD_BYTES
+        # A large text of base64 strings parses and decodes at memory speed (0.2 ms for the MLP's
+        # 540 KB): the three thread-pool hops would cost more than the work (issue 14).
+        heavy = big and not http_body.mostly_strings(body, json_size)
         limit = settings.max_tensor_elements
         parse = http_body.parse_body
         # a large body's call tensors keep their numbers in bulk (service/http/numbers.py)
-        parsed = (await run_in_threadpool(parse, body, headers, limit, numbers=True) if big
+        parsed = (await run_in_threadpool(parse, body, headers, limit, numbers=True) if heavy
                   else parse(body, headers, limit))
         call = parse_call(parsed.doc, settings.timeout_ms, self.transform)
         net = await self._network(namespace, parsed, big)
-        if big:
+        if heavy:
             await run_in_threadpool(decode_tensors, call, parsed)
         else:
             decode_tensors(call, parsed)
-        result, decode_ms = await self.compute(net, call, arrived, admission, receive, big, t0)
+        result, decode_ms = await self.compute(net, call, arrived, admission, receive, heavy, t0)
         return await self._respond(net, call, result, decode_ms)
 
     async def compute(self, net: engine.Network, call: GradCall, arrived: float, admission: Admission | None = None,
@@ -267,22 +276,12 @@ class GradHandler:
         # Text is written on the loop: orjson holds the GIL, so a thread would not let the loop
         # run meanwhile, only add a hand-off. A huge text (seconds of it) goes to a thread all the
         # same: the GIL's switch interval then lets the loop in between.
-        if encoding != "binary" and encode.element_count(tensors) > LOOP_ENCODE_ELEMENTS:
+        if encoding == "json" and encode.element_count(tensors) > LOOP_ENCODE_ELEMENTS:  # b64 is streamed
             encoded, chunks = await run_in_threadpool(encode.encode_fields, tensors, encoding)
         else:
             encoded, chunks = encode.encode_fields(tensors, encoding)
-        encode_ms = (time.perf_counter() - t0) * 1e3
-        worker = result.timing_ms
-        timing = {
-            "queue": worker.get("queue", 0.0),
-            "compile": worker.get("compile", 0.0),
-            "compute": worker.get("compute", 0.0),
-            "decode": decode_ms,
-            "encode": encode_ms,
-        }
-        self.metrics.observe_grad(timing, compiled=not result.cache_hit)
-        self.metrics.observe_batch(worker)
-        if encoding == "binary" or sum(len(v) for v in encoded.values()) <= encode.STREAM_BYTES:
+        timing = self.observe(result, decode_ms, (time.perf_counter() - t0) * 1e3)
+        if encoding == "binary" or sum(encode.encoded_size(v) for v in encoded.values()) <= encode.STREAM_BYTES:
             doc: dict[str, Any] = {"network_id": net.id}
             for key, value in fields.items():
                 doc[key] = value if key in PLAIN else orjson.Fragment(encoded[key])
@@ -294,9 +293,25 @@ class GradHandler:
             if key in PLAIN:
                 parts.append(b',"' + key.encode() + b'":' + orjson.dumps(value))
             else:
-                parts += [b',"' + key.encode() + b'":', encoded[key]]
+                text = encoded[key]  # a b64 field with large tensors: its parts (encode.Streamed)
+                parts += [b',"' + key.encode() + b'":', *(text if isinstance(text, encode.Streamed) else [text])]
         parts.append(b',"timing_ms":' + orjson.dumps(timing) + b"}")
         return encode.PartsResponse(parts, encode.JSON_TYPE)
+
+
+    def observe(self, result: JobResult, decode_ms: float, encode_ms: float) -> dict[str, float]:
+        """A computed answer's ``timing_ms``, recorded in the metrics."""
+        worker = result.timing_ms
+        timing = {
+            "queue": worker.get("queue", 0.0),
+            "compile": worker.get("compile", 0.0),
+            "compute": worker.get("compute", 0.0),
+            "decode": decode_ms,
+            "encode": encode_ms,
+        }
+        self.metrics.observe_grad(timing, compiled=not result.cache_hit)
+        self.metrics.observe_batch(worker)
+        return timing
 
 
 #: answer fields that hold no tensors: written as they are

@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from ..settings import Settings
-from . import docs, errors, openapi, umbridge
+from . import docs, errors, oip, openapi, umbridge
 from .guard import Guard
 from .routes import TRANSFORM_ROUTES, add_routes
 from .state import State
@@ -65,6 +65,9 @@ def create_app(settings: Settings | None = None, *, launcher: Any = None) -> Fas
             {"name": "gradients", "description": "GradOperation"},
             {"name": "networks", "description": "the registry of networks (content-addressed)"},
             {"name": "service", "description": "ops catalog, health, metrics"},
+            {"name": "open inference protocol", "description": "Open Inference Protocol v2 (KServe, Triton; "
+             "API.md section 10): a model is a registered network (the hex of its id), infer answers its "
+             "gradients; errors are OIP's {\"error\": \"<message>\"}"},
             {"name": "umbridge", "description": "UM-Bridge protocol 1.0 (API.md section 10): a model is a registered "
              "network whose inputs declare their shapes; errors are UM-Bridge's {\"error\": {\"type\", \"message\"}}; "
              "API keys also as HTTP Basic auth (the key as the password)"},
@@ -77,7 +80,7 @@ def create_app(settings: Settings | None = None, *, launcher: Any = None) -> Fas
     errors.install(app)
     app.guard = Guard(functools.partial(FastAPI.__call__, app), state)
     state.routes = list(app.router.routes)
-    app.openapi = lambda: openapi.build(app, [*TRANSFORM_ROUTES, *umbridge.DOC_ROUTES])  # type: ignore[method-assign]
+    app.openapi = lambda: openapi.build(app, [*TRANSFORM_ROUTES, *umbridge.DOC_ROUTES, *oip.ROUTES])  # type: ignore[method-assign]
     return app
 
 

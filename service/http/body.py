@@ -16,7 +16,7 @@ import hashlib
 import math
 import time
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ from ..errors import (
     RequestTimeoutError,
     UnsupportedEncodingError,
 )
+from .numbers import loads as numbers_loads
 from .numbers import loads as numbers_loads
 
 BINARY_HEADER = "inference-header-content-length"
@@ -267,10 +268,15 @@ class Body:
         return rewrite(doc)
 
 
-def parse_body(body: bytes, headers: Mapping[str, str], max_elements: int | None = None, *,
+def parse_body(body: bytes, headers: Mapping[str, str], max_elements: int | None = None,
+               binary_tensors: Callable[[dict[str, Any]], Iterator[tuple[str, Any, Any]]] | None = None, *,
                numbers: bool = False) -> Body:
     """Parse a request body (:class:`BadRequestError` if it is not JSON, or not the binary
-    framing it claims); its tensors are decoded later, each checked against ``max_elements``."""
+    framing it claims); its tensors are decoded later, each checked against ``max_elements``.
+
+    ``binary_tensors(doc)`` yields ``(path, tensor, binary_data_size)`` for the tensors that carry
+    binary bytes, in order: by default the tensors that say ``"binary_data_size"`` themselves; an
+    OIP infer request's inputs say it in their ``parameters`` (:mod:`service.http.oip`)."""
     header = headers.get(BINARY_HEADER)
     if header is None:
         # numbers: a large JSON body's call tensors keep their data numbers in bulk
@@ -290,8 +296,7 @@ def parse_body(body: bytes, headers: Mapping[str, str], max_elements: int | None
     doc = _loads(view[:json_size], "the JSON part of the binary request")
     binary: dict[int, memoryview] = {}
     offset = json_size
-    for path, tensor in _binary_tensors(doc, ""):
-        size = tensor["binary_data_size"]
+    for path, tensor, size in (binary_tensors or _sized_tensors)(doc):
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise BadRequestError(f"'binary_data_size' must be a non-negative integer, got {size!r}",
                                   f"{path}.binary_data_size")
@@ -327,6 +332,11 @@ def _loads(data: bytes | memoryview, what: str, numbers: bool = False) -> dict[s
     if not isinstance(doc, dict):
         raise BadRequestError(f"{what} must be a JSON object, got a JSON {type(doc).__name__}", "body")
     return doc
+
+
+def _sized_tensors(doc: Any) -> Iterator[tuple[str, dict[str, Any], Any]]:
+    for path, tensor in _binary_tensors(doc, ""):
+        yield path, tensor, tensor["binary_data_size"]
 
 
 def _binary_tensors(node: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:

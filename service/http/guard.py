@@ -58,6 +58,8 @@ class Guard:
         start = time.perf_counter()
         path: str = scope["path"]
         hot = state.posts.get(path)  # a transform route (/grad, /jvp, ...): answered here
+        # Open Inference Protocol v2 (service.http.oip): every /v2 path, its own routes and errors
+        oip = state.oip if hot is None and path[:3] == "/v2" and path[3:4] in ("", "/") else None
         status = 500
 
         async def send_status(message: Message) -> None:
@@ -70,9 +72,12 @@ class Guard:
             if path.startswith("/health/"):
                 await self.app(scope, receive, send_status)
                 return
+            if oip is not None and path.startswith("/v2/health/"):  # open, as /health/* is
+                status = await oip(scope, receive, send)
+                return
             refusal = self._refusal(scope, path)
             if refusal is not None:
-                reshape = state.error_shapes.get(path)  # another protocol's error body
+                reshape = state.error_shapes.get(path) if oip is None else oip.reshape  # another protocol's error body
                 if reshape is not None:
                     refusal = reshape(refusal)
                 status = refusal.status_code
@@ -82,6 +87,8 @@ class Guard:
             try:
                 if hot is not None and scope["method"] == "POST":
                     status = await hot(scope, receive, send)
+                elif oip is not None:
+                    status = await oip(scope, receive, send)
                 elif hot is not None or path[:-1] in state.posts:
                     answer = _not_allowed(scope, path) if hot is not None else _without_slash(scope, path)
                     if hot is not None and path in state.error_shapes:

@@ -147,6 +147,17 @@ def model_metadata(state: State, net: engine.Network, model: str) -> dict[str, A
     return {"name": model, "versions": [VERSION], "platform": "gradserve", "inputs": inputs, "outputs": outputs}
 
 
+def model_config(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Triton's model configuration (its ``model_configuration`` extension, not OIP's), from the
+    metadata: ``perf_analyzer`` reads it before anything else. No batch dimension
+    (``max_batch_size`` 0): a call's shapes are the inputs' own."""
+    def tensors(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{"name": t["name"], "data_type": "TYPE_" + t["datatype"], "dims": t["shape"]} for t in items]
+
+    return {"name": metadata["name"], "platform": metadata["platform"], "backend": metadata["platform"],
+            "max_batch_size": 0, "input": tensors(metadata["inputs"]), "output": tensors(metadata["outputs"])}
+
+
 # -- infer ------------------------------------------------------------------------------------------
 
 
@@ -255,8 +266,6 @@ class Infer:
             self.sens = [sens[SENS + o] for o in outputs]
         else:
             self.sens = None
-        grad["sens_param"] = self.sens is not None
-        self.call: GradCall = parse_call(grad, default_timeout_ms)
 
         self.outputs: list[tuple[str, bool]] | None = None  # (name, binary) requested, in order
         requested = doc.get("outputs")
@@ -278,6 +287,30 @@ class Infer:
                     raise ArgumentError(f"'binary_data' must be true or false, got {binary!r:.80}",
                                         f"{path}.parameters.binary_data")
                 self.outputs.append((out["name"], binary))
+        if self.outputs:
+            self._implied(grad, params, net)
+        grad["sens_param"] = self.sens is not None
+        self.call: GradCall = parse_call(grad, default_timeout_ms)
+
+    def _implied(self, grad: dict[str, Any], params: Mapping[str, Any], net: engine.Network) -> None:
+        """The flags the requested outputs need, where the request's parameters leave them out
+        (``perf_analyzer`` asks for every output the metadata lists, and sends no parameters):
+        ``grad/`` of an input but the first means ``get_all``, ``grad/`` of a parameter
+        ``get_by_list`` (with those parameters as ``weights``), ``value/`` ``return_value``."""
+        grads = [n[len(GRAD):] for n, _ in self.outputs or () if n.startswith(GRAD)]
+        inputs = [g for g in grads if g in net.input_names]
+        weights = [g for g in grads if g not in net.input_names and net.parameter(g) is not None]
+        if "get_by_list" not in params and weights:
+            grad["get_by_list"] = True
+            if "weights" not in params:
+                grad["weights"] = weights
+        # GradOperation answers the first input alone, or every input with get_all (get_by_list
+        # alone answers only the weights)
+        if "get_all" not in params and (set(inputs) - set(net.input_names[:1]) or inputs and grad["get_by_list"]):
+            grad["get_all"] = True
+        names = [n for n, _ in self.outputs or ()]
+        if "return_value" not in params and any(n.startswith(VALUE) for n in names):
+            grad["return_value"] = True
 
     def decode(self, parsed: http_body.Body) -> None:
         """Decode the tensors (the engine's decoder; binary ones are views of the body)."""
@@ -394,6 +427,7 @@ class Oip:
             (r"/v2/health/ready", "GET", self._ready, "/v2/health/ready"),
             (model, "GET", self._model, "/v2/models/{model}"),
             (model + "/ready", "GET", self._model_ready, "/v2/models/{model}/ready"),
+            (model + "/config", "GET", self._config, "/v2/models/{model}/config"),
             (model + "/infer", "POST", self.infer, "/v2/models/{model}/infer"),
         ]
         routes = {r.path: r for r in ROUTES}
@@ -448,6 +482,11 @@ class Oip:
         doc = await run_in_threadpool(model_metadata, self.state, net, scope["path_params"]["model"])
         return _json(doc)
 
+    async def _config(self, scope: Scope) -> Response:
+        net = await _network(self.state, scope)
+        doc = await run_in_threadpool(model_metadata, self.state, net, scope["path_params"]["model"])
+        return _json(model_config(doc))
+
     async def _model_ready(self, scope: Scope) -> Response:
         await _network(self.state, scope)
         problem = self.state.unready()
@@ -499,6 +538,21 @@ class OipModelMetadata(BaseModel):
     platform: str
     inputs: list[OipTensorMetadata]
     outputs: list[OipTensorMetadata] = Field(..., description="grad/<input or parameter>, value/<output>")
+
+
+class TritonTensorConfig(BaseModel):
+    name: str
+    data_type: str = Field(..., description="TYPE_FP32, …")
+    dims: list[int]
+
+
+class TritonModelConfig(BaseModel):
+    name: str
+    platform: str
+    backend: str
+    max_batch_size: int
+    input: list[TritonTensorConfig]
+    output: list[TritonTensorConfig]
 
 
 class OipOutput(BaseModel):
@@ -628,6 +682,11 @@ ROUTES = [
     _route("/v2/models/{model}/versions/{version}", "GET", "oip_model_version_metadata",
            "OIP model metadata (version 1)",
            {200: {"model": OipModelMetadata, "description": "inputs and outputs"}}, *_MODEL_CODES),
+    _route("/v2/models/{model}/config", "GET", "oip_model_config", "Triton model configuration (for perf_analyzer)",
+           {200: {"model": TritonModelConfig, "description": "inputs, outputs, max_batch_size 0"}}, *_MODEL_CODES),
+    _route("/v2/models/{model}/versions/{version}/config", "GET", "oip_model_version_config",
+           "Triton model configuration (version 1)",
+           {200: {"model": TritonModelConfig, "description": "inputs, outputs, max_batch_size 0"}}, *_MODEL_CODES),
     _route("/v2/models/{model}/ready", "GET", "oip_model_ready", "OIP model readiness",
            {200: {"model": OipModelReady, "description": "ready"}}, *_MODEL_CODES),
     _route("/v2/models/{model}/versions/{version}/ready", "GET", "oip_model_version_ready",

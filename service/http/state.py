@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -22,7 +22,7 @@ from engine.request import REQUESTS
 from ..auth import Authenticator
 from ..errors import DrainingError, NotReadyError, RegistryUnavailableError, UnavailableError
 from ..grad.handler import GradHandler
-from . import umbridge
+from . import oip, umbridge
 from ..grad.validator import Validator
 from ..metrics import Metrics
 from ..registry import registry_from_settings
@@ -66,6 +66,7 @@ class State:
         self.basic_auth: frozenset[str] = frozenset()
         self.error_shapes: dict[str, Callable[[Response], Response]] = {}
         umbridge.install(self)  # UM-Bridge's POST routes (API.md section 10)
+        self.oip = oip.Oip(self)  # Open Inference Protocol v2: every /v2 request (API.md section 10)
 
     def parse_network(self, doc: Any, path: str = "") -> engine.Network:
         return engine.parse_network(doc, max_nodes=self.settings.max_nodes,

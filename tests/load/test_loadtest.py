@@ -373,3 +373,45 @@ def test_web_ui_locustfile_headless(live_server, tmp_path: Path) -> None:
     grad = next((s for s in stats if s["name"] == "POST /grad"), None)
     assert grad is not None, (stats, proc.stderr[-3000:])
     assert grad["num_requests"] > 0 and grad["num_failures"] == 0, (grad, proc.stderr[-3000:])
+
+
+# -- the oip scenario (issue 16): the tutorial call as an Open Inference Protocol v2 infer --------
+
+
+@pytest.mark.parametrize("encoding", ["json", "binary"])
+def test_oip_scenario_body(encoding: str) -> None:
+    sc = scenarios.build_scenario("oip")
+    assert sc.protocol == "oip" and "oip" in scenarios.BUILTIN_SCENARIOS
+    prepared = scenarios.prepare(sc.request, encoding, "sha256:" + "ab" * 32, sc.protocol)
+    assert prepared.path == "/v2/models/" + "ab" * 32 + "/infer" and prepared.meta["route"] == scenarios.OIP_ROUTE
+    size = int(prepared.headers.get(BINARY_HEADER, len(prepared.body)))
+    doc = json.loads(prepared.body[:size])
+    assert doc["parameters"] == {"get_all": True, "binary_data_output": encoding == "binary"}
+    assert [(t["name"], t["datatype"], t["shape"]) for t in doc["inputs"]] == [("x", "FP32", [2, 3]),
+                                                                               ("y", "FP32", [3, 3])]
+    if encoding == "binary":
+        assert [t["parameters"]["binary_data_size"] for t in doc["inputs"]] == [24, 36]
+        x = np.frombuffer(prepared.body[size:size + 24], "<f4").reshape(2, 3)
+    else:
+        assert BINARY_HEADER not in prepared.headers
+        x = np.array(doc["inputs"][0]["data"], np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(x, np.asarray(scenarios.TUTORIAL_X, np.float32))
+    with pytest.raises(ValueError):
+        scenarios.prepare(sc.request, "b64", "sha256:" + "ab" * 32, sc.protocol)  # OIP has no b64
+    with pytest.raises(ValueError):
+        scenarios.prepare(sc.request, "json", None, sc.protocol)  # OIP needs a registered model
+
+
+@pytest.mark.slow
+def test_oip_scenario_sweep_counts_match_the_server(live_server, tmp_path: Path) -> None:
+    out_json = tmp_path / "oip.json"
+    code = main([live_server.url, "--api-key", KEY_A, "--scenario", "oip", "--encoding", "json,binary",
+                 "--concurrency", "2", "--duration", "2", "--warmup", "1", "--no-progress", "--json", str(out_json)])
+    assert code == 0
+    levels = json.loads(out_json.read_text())["levels"]
+    assert [(lv["scenario"], lv["encoding"]) for lv in levels] == [("oip", "json"), ("oip", "binary")]
+    for lv in levels:
+        assert lv["network_id"] and lv["client"]["requests"] > 10 and lv["client"]["errors"] == {}
+        # the server counted the same requests on its OIP route (and computed them: compute stage)
+        assert abs(lv["server"]["count_check"]["diff"]) <= COUNT_SLACK, lv["server"]["count_check"]
+        assert lv["server"]["mean_ms"]["compute"] is not None

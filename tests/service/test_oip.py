@@ -242,3 +242,30 @@ def test_oip_metrics_are_labelled_by_route(live_server, http, tc, tutorial):
     tc.infer(_model(tutorial), [_input("x", X, False), _input("y", Y, False)], headers=auth())
     text = http.get("/metrics").text
     assert 'route="/v2/models/{model}/infer"' in text
+
+
+def test_requested_outputs_choose_the_flags(tc, http, tutorial):
+    """perf_analyzer asks for every output the metadata lists and sends no parameters: the requested
+    outputs turn on what they need (grad/<parameter>: get_by_list, grad/y: get_all, value/: return_value)."""
+    wanted = ["value/out", "grad/z", "grad/x"]
+    result = tc.infer(_model(tutorial), [_input("x", X, True), _input("y", Y, True)], headers=auth(),
+                      outputs=[triton.InferRequestedOutput(n) for n in wanted])
+    assert [o["name"] for o in result.get_response()["outputs"]] == wanted
+    want = _grad(http, {"network_id": tutorial, "inputs": [_tensor(X), _tensor(Y)], "get_all": True,
+                        "get_by_list": True, "return_value": True})
+    np.testing.assert_array_equal(result.as_numpy("grad/z"), want["grad/z"])
+    np.testing.assert_array_equal(result.as_numpy("grad/x"), want["grad/x"])
+    np.testing.assert_array_equal(result.as_numpy("value/out"), want["value/0"])
+    # flags given explicitly are not overridden: get_all false has no grad/y
+    with pytest.raises(InferenceServerException) as info:
+        tc.infer(_model(tutorial), [_input("x", X, False), _input("y", Y, False)], headers=auth(),
+                 parameters={"get_all": False}, outputs=[triton.InferRequestedOutput("grad/y")])
+    assert info.value.status() == "422" and "grad/y" in info.value.message()
+
+
+def test_model_config_for_perf_analyzer(tc, two_out):
+    """Triton's model configuration (perf_analyzer reads it first): no batch dimension."""
+    config = tc.get_model_config(_model(two_out), headers=auth())
+    assert config["max_batch_size"] == 0
+    assert config["input"] == [{"name": "x", "data_type": "TYPE_FP32", "dims": [2, 3]}]
+    assert [o["name"] for o in config["output"]] == ["grad/x", "grad/w", "value/a", "value/b"]

@@ -38,10 +38,23 @@ ROUTES = {
     "/Gradient": {"post"},
     "/ApplyJacobian": {"post"},
     "/ApplyHessian": {"post"},
+    # Open Inference Protocol v2 (API.md section 10)
+    "/v2": {"get"},
+    "/v2/health/live": {"get"},
+    "/v2/health/ready": {"get"},
+    "/v2/models/{model}": {"get"},
+    "/v2/models/{model}/versions/{version}": {"get"},
+    "/v2/models/{model}/ready": {"get"},
+    "/v2/models/{model}/versions/{version}/ready": {"get"},
+    "/v2/models/{model}/config": {"get"},
+    "/v2/models/{model}/versions/{version}/config": {"get"},
+    "/v2/models/{model}/infer": {"post"},
+    "/v2/models/{model}/versions/{version}/infer": {"post"},
 }
 #: routes whose errors have another protocol's shape, not gradserve's ErrorResponse
 OTHER_ERRORS = {p: "UmbridgeError" for p in ("/Info", "/InputSizes", "/OutputSizes", "/ModelInfo", "/Evaluate",
                                              "/Gradient", "/ApplyJacobian", "/ApplyHessian")}
+OTHER_ERRORS.update({p: "OipError" for p in ROUTES if p.startswith("/v2")})
 
 
 @pytest.fixture(scope="module")
