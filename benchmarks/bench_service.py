@@ -1,12 +1,26 @@
-"""HTTP benchmark of gradserve against a trivial FastAPI echo endpoint, with wrk.
+"""HTTP benchmark of the issue-14 goals in one run: gradserve in both process designs against a
+trivial FastAPI echo endpoint and a transport-floor app, with wrk.
 
-Measured in one run on one machine, each as a ratio:
-  * the tutorial net (network_id mode, get_all): p50 latency at concurrency 1 vs the echo
-    endpoint's p50, and requests/s at concurrency 16 vs the echo endpoint's;
-  * the MLP (get_by_list, 669,706 parameters, network_id mode): end-to-end p50 with
-    ``binary`` and ``json`` output encoding vs the warm in-process engine call.
+Everything runs side by side on one machine and is measured in rounds; within a round the two
+designs alternate (the order flips every round), so a loaded machine weighs on both:
 
-Needs ``wrk`` (Debian package) on PATH. Usage: ``python benchmarks/bench_service.py [--duration 10] [--json out.json]``.
+  * ``echo`` (``benchmarks/echo_app.py``) and ``floor`` (``benchmarks/transport_floor_app.py``: the
+    MLP binary request in, 2.7 MB out, nothing else), each a bare uvicorn app;
+  * gradserve ``--worker-mode process`` (the HTTP process hands every job to an engine process)
+    and ``--worker-mode inprocess`` (the supervisor and one HTTP process with its engine inside),
+    each ``--workers 1 --device DEVICE``;
+  * requests: the tutorial net (``get_all``, by ``network_id``, JSON) at c=1 (p50) and c=16
+    (req/s) against the echo given the same body; the MLP (669,706 parameters, by ``network_id``)
+    at c=1 with binary inputs and answer, b64 both ways, and JSON both ways, against the warm
+    in-process engine call (the same call the worker makes, NumPy in and out), measured in every
+    round too.
+
+The goals (issue 14.3): tutorial c=1 p50 <= 2x echo, c=16 >= 70% of echo's req/s, MLP binary <=
+1.5x in-process, b64 <= 2x, JSON <= 4x. Each figure is the median of the rounds, with its range;
+each ratio is the median of the per-round ratios.
+
+Needs ``wrk`` (Debian package) on PATH. Usage: ``python benchmarks/bench_service.py [--rounds 5]
+[--duration 3] [--modes process,inprocess] [--json out.json]``.
 """
 
 from __future__ import annotations
@@ -90,28 +104,6 @@ def wrk(url: str, body: bytes, connections: int, duration: int, headers: dict[st
             "non_2xx": int(non2xx.group(1)) if non2xx else 0}
 
 
-def in_process_mlp(repeats: int, device: str = "cpu") -> float:
-    """Median ms of the warm in-process engine call on the MLP (what the service wraps), on the
-    same kind of device as the server's workers."""
-    import jax
-
-    import engine
-
-    engine.configure_jax()  # as the worker does
-    request = json.loads((FIXTURES / "mlp.json").read_text())
-    net = engine.parse_network(request["network"])
-    eng = engine.Engine(device=jax.devices(device)[0])
-    inputs = engine.decode_inputs(request["inputs"])
-    for _ in range(5):
-        eng.grad(net, inputs, get_by_list=True)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        eng.grad(net, inputs, get_by_list=True)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
 def binary_body(header: dict, tensors: list[np.ndarray]) -> tuple[bytes, int]:
     import orjson
 
@@ -119,90 +111,193 @@ def binary_body(header: dict, tensors: list[np.ndarray]) -> tuple[bytes, int]:
     return head + b"".join(np.ascontiguousarray(t).tobytes() for t in tensors), len(head)
 
 
+MODES = ("process", "inprocess")
+GOALS = {  # ratio -> (comparison, goal), issue 14.3
+    "tutorial_c1_p50_vs_echo": ("<=", 2.0),
+    "tutorial_c16_rps_vs_echo": (">=", 0.7),
+    "mlp_binary_vs_in_process": ("<=", 1.5),
+    "mlp_b64_vs_in_process": ("<=", 2.0),
+    "mlp_json_vs_in_process": ("<=", 4.0),
+}
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
+
+
+class InProcessMLP:
+    """The warm in-process engine call on the MLP (what the service wraps), on the same kind of
+    device as the servers' engines."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        import jax
+
+        import engine
+
+        engine.configure_jax()  # as the worker does
+        request = json.loads((FIXTURES / "mlp.json").read_text())
+        self.net = engine.parse_network(request["network"])
+        self.eng = engine.Engine(device=jax.devices(device)[0])
+        self.inputs = engine.decode_inputs(request["inputs"])
+        for _ in range(5):
+            self.eng.grad(self.net, self.inputs, get_by_list=True)
+
+    def p50_ms(self, repeats: int) -> float:
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            self.eng.grad(self.net, self.inputs, get_by_list=True)
+            times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times)
+
+
+def in_process_mlp(repeats: int, device: str = "cpu") -> float:
+    """Median ms of the warm in-process engine call on the MLP."""
+    return InProcessMLP(device).p50_ms(repeats)
+
+
+def mlp_bodies(mlp_id: str, mlp: dict) -> dict[str, tuple[bytes, dict[str, str]]]:
+    """The MLP request by network_id in each encoding: binary (OIP framing), b64, json."""
+    import engine
+
+    x = engine.decode_tensor(mlp["inputs"][0])
+    labels = engine.decode_tensor(mlp["inputs"][1])
+    head = {"network_id": mlp_id, "get_by_list": True}
+    header = {**head, "output_encoding": "binary",
+              "inputs": [{"dtype": "float32", "shape": list(x.shape), "binary_data_size": x.nbytes},
+                         {"dtype": "float32", "shape": list(labels.shape), "binary_data_size": labels.nbytes}]}
+    body, head_len = binary_body(header, [x, labels])
+    out = {"binary": (body, {"Content-Type": "application/octet-stream",
+                             "Inference-Header-Content-Length": str(head_len)})}
+    for enc in ("b64", "json"):
+        doc = {**head, "output_encoding": enc, "inputs": [engine.encode_tensor(x, enc), engine.encode_tensor(labels, enc)]}
+        import orjson
+
+        out[enc] = (orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY), {"Content-Type": "application/json"})
+    return out
+
+
+def _spread(values: list[float]) -> str:
+    return f"{min(values):.3g}–{max(values):.3g}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of every measurement")
+    parser.add_argument("--modes", default=",".join(MODES), help="gradserve worker modes to run (comma-separated)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
-                        help="the server's workers and the in-process engine run there (deploy/gpu-check.sh: gpu)")
+                        help="the servers' engines and the in-process engine run there (deploy/gpu-check.sh: gpu)")
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         sys.exit("wrk is not on PATH: apt-get install wrk")
+    modes = [m for m in args.modes.split(",") if m]
 
-    import engine
-
-    results: dict[str, dict] = {}
-    echo_port, grad_port = free_port(), free_port()
     tutorial = json.loads((FIXTURES / "tutorial.json").read_text())["cases"][1]["request"]  # get_all
     mlp = json.loads((FIXTURES / "mlp.json").read_text())
     uvicorn_flags = ["--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"]
-    echo = start([sys.executable, "-m", "uvicorn", "benchmarks.echo_app:app", "--port", str(echo_port), *uvicorn_flags],
-                 f"http://127.0.0.1:{echo_port}/docs")
+    procs: list[subprocess.Popen] = []
+    rounds: list[dict[str, dict]] = []
+    loads = [load_average()]
+    json_headers = {"Content-Type": "application/json"}
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            server = start(
-                [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(grad_port),
-                 "--workers", "1", "--device", args.device, "--registry-path", f"{tmp}/registry.sqlite3"],
-                f"http://127.0.0.1:{grad_port}/health/ready",
-                env={"GRADSERVE_LOG_LEVEL": "warning"},
-            )
-        except BaseException:
-            echo.terminate()
-            echo.wait(timeout=30)
-            raise
-        try:
-            base = f"http://127.0.0.1:{grad_port}"
-            tut_id = httpx.post(f"{base}/networks", json=tutorial["network"]).json()["network_id"]
-            mlp_id = httpx.post(f"{base}/networks", json=mlp["network"], timeout=60).json()["network_id"]
-            tut_body = json.dumps({k: v for k, v in tutorial.items() if k != "network"} | {"network_id": tut_id}).encode()
-            echo_body = tut_body  # the same bytes through the echo endpoint
-            for body in (tut_body,):
-                httpx.post(f"{base}/grad", content=body, headers={"content-type": "application/json"}).raise_for_status()
-            json_headers = {"Content-Type": "application/json"}
-            for conns in (1, 16):
-                results[f"echo_c{conns}"] = wrk(f"http://127.0.0.1:{echo_port}/echo", echo_body, conns, args.duration, json_headers)
-                results[f"tutorial_c{conns}"] = wrk(f"{base}/grad", tut_body, conns, args.duration, json_headers)
+            ports = {"echo": free_port(), "floor": free_port()}
+            procs.append(start([sys.executable, "-m", "uvicorn", "benchmarks.echo_app:app", "--port",
+                                str(ports["echo"]), *uvicorn_flags], f"http://127.0.0.1:{ports['echo']}/docs"))
+            procs.append(start([sys.executable, "-m", "uvicorn", "benchmarks.transport_floor_app:app", "--port",
+                                str(ports["floor"]), *uvicorn_flags, "--loop", "uvloop", "--http", "httptools"],
+                               f"http://127.0.0.1:{ports['floor']}/"))
+            bodies: dict[str, dict] = {}
+            for mode in modes:
+                ports[mode] = free_port()
+                procs.append(start(
+                    [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(ports[mode]),
+                     "--workers", "1", "--device", args.device, "--worker-mode", mode,
+                     "--registry-path", f"{tmp}/{mode}.sqlite3"],
+                    f"http://127.0.0.1:{ports[mode]}/health/ready", env={"GRADSERVE_LOG_LEVEL": "warning"}))
+                base = f"http://127.0.0.1:{ports[mode]}"
+                tut_id = httpx.post(f"{base}/networks", json=tutorial["network"]).json()["network_id"]
+                mlp_id = httpx.post(f"{base}/networks", json=mlp["network"], timeout=60).json()["network_id"]
+                tut_body = json.dumps({k: v for k, v in tutorial.items() if k != "network"}
+                                      | {"network_id": tut_id}).encode()
+                bodies[mode] = {"tutorial": (tut_body, json_headers), **{f"mlp_{k}": v for k, v in
+                                                                         mlp_bodies(mlp_id, mlp).items()}}
+                for body, headers in bodies[mode].values():  # warm: compiled, and answered 200
+                    for _ in range(3):
+                        httpx.post(f"{base}/grad", content=body, headers=headers, timeout=120).raise_for_status()
+            echo_body = bodies[modes[0]]["tutorial"][0]  # the same bytes through the echo endpoint
+            engine_mlp = InProcessMLP(args.device)
+            for r in range(args.rounds):
+                order = modes if r % 2 == 0 else modes[::-1]
+                got: dict[str, dict] = {"load_average": {"value": load_average()}}
 
-            x = engine.decode_tensor(mlp["inputs"][0])
-            labels = engine.decode_tensor(mlp["inputs"][1])
-            for enc in ("binary", "json"):
-                header = {"network_id": mlp_id, "get_by_list": True, "output_encoding": enc,
-                          "inputs": [{"dtype": "float32", "shape": list(x.shape), "binary_data_size": x.nbytes},
-                                     {"dtype": "float32", "shape": list(labels.shape), "binary_data_size": labels.nbytes}]}
-                body, head_len = binary_body(header, [x, labels])
-                headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(head_len)}
-                check = httpx.post(f"{base}/grad", content=body, headers=headers, timeout=60)
-                check.raise_for_status()
-                results[f"mlp_{enc}_c1"] = wrk(f"{base}/grad", body, 1, args.duration, headers)
+                def grad(mode: str, name: str, conns: int, key: str, got: dict[str, dict] = got) -> None:
+                    body, headers = bodies[mode][name]
+                    got[f"{mode}_{key}"] = wrk(f"http://127.0.0.1:{ports[mode]}/grad", body, conns,
+                                               args.duration, headers)
+
+                for conns in (1, 16):
+                    got[f"echo_c{conns}"] = wrk(f"http://127.0.0.1:{ports['echo']}/echo", echo_body, conns,
+                                                args.duration, json_headers)
+                    for mode in order:
+                        grad(mode, "tutorial", conns, f"tutorial_c{conns}")
+                floor_body, floor_headers = bodies[modes[0]]["mlp_binary"]
+                got["floor_mlp_binary_c1"] = wrk(f"http://127.0.0.1:{ports['floor']}/", floor_body, 1,
+                                                 args.duration, floor_headers)
+                got["mlp_in_process"] = {"p50_ms": engine_mlp.p50_ms(100)}
+                for enc in ("binary", "b64", "json"):
+                    for mode in order:
+                        grad(mode, f"mlp_{enc}", 1, f"mlp_{enc}_c1")
+                got["mlp_in_process_after"] = {"p50_ms": engine_mlp.p50_ms(100)}
+                rounds.append(got)
+                loads.append(load_average())
+                print(f"round {r + 1}/{args.rounds} done (load average {loads[-1]:.2f})", file=sys.stderr)
         finally:
-            server.terminate()
-            server.wait(timeout=60)
-            echo.terminate()
-            echo.wait(timeout=30)
+            for proc in reversed(procs):
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
-    results["mlp_in_process_ms"] = {"p50_ms": in_process_mlp(200, args.device)}
-    ratios = {
-        "tutorial_p50_vs_echo_c1": results["tutorial_c1"]["p50_ms"] / results["echo_c1"]["p50_ms"],
-        "tutorial_rps_vs_echo_c16": results["tutorial_c16"]["rps"] / results["echo_c16"]["rps"],
-        "mlp_binary_vs_in_process": results["mlp_binary_c1"]["p50_ms"] / results["mlp_in_process_ms"]["p50_ms"],
-        "mlp_json_vs_in_process": results["mlp_json_c1"]["p50_ms"] / results["mlp_in_process_ms"]["p50_ms"],
-    }
-    print("| measurement | p50 ms | p90 ms | p99 ms | req/s | non-2xx |")
-    print("|---|---|---|---|---|---|")
-    for name, r in results.items():
-        print(f"| {name} | {r['p50_ms']:.3f} | {r.get('p90_ms', float('nan')):.3f} | {r.get('p99_ms', float('nan')):.3f} "
-              f"| {r.get('rps', float('nan')):.0f} | {r.get('non_2xx', '')} |")
+    ratios: dict[str, dict[str, list[float]]] = {mode: {name: [] for name in GOALS} for mode in modes}
+    for got in rounds:
+        engine_ms = statistics.mean([got["mlp_in_process"]["p50_ms"], got["mlp_in_process_after"]["p50_ms"]])
+        for mode in modes:
+            ratio = ratios[mode]
+            ratio["tutorial_c1_p50_vs_echo"].append(got[f"{mode}_tutorial_c1"]["p50_ms"] / got["echo_c1"]["p50_ms"])
+            ratio["tutorial_c16_rps_vs_echo"].append(got[f"{mode}_tutorial_c16"]["rps"] / got["echo_c16"]["rps"])
+            for enc in ("binary", "b64", "json"):
+                ratio[f"mlp_{enc}_vs_in_process"].append(got[f"{mode}_mlp_{enc}_c1"]["p50_ms"] / engine_ms)
+
+    names = [k for k in rounds[0] if k != "load_average"]
+    print(f"{args.rounds} rounds of {args.duration} s per wrk run; load average {_spread(loads)} "
+          f"(start {loads[0]:.2f}, end {loads[-1]:.2f})\n")
+    print("| measurement | p50 ms (median) | p50 range | req/s (median) | req/s range | non-2xx |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in names:
+        p50 = [g[name]["p50_ms"] for g in rounds]
+        rps = [g[name]["rps"] for g in rounds if "rps" in g[name]]
+        bad = sum(g[name].get("non_2xx", 0) for g in rounds)
+        print(f"| {name} | {statistics.median(p50):.3f} | {_spread(p50)} | "
+              + (f"{statistics.median(rps):.0f} | {_spread(rps)} | {bad} |" if rps else "| | |"))
     print()
-    goals = {"tutorial_p50_vs_echo_c1": ("<=", 2.0), "tutorial_rps_vs_echo_c16": (">=", 0.5),
-             "mlp_binary_vs_in_process": ("<=", 1.5), "mlp_json_vs_in_process": ("<=", 5.0)}
-    print("| ratio | value | goal | met |")
-    print("|---|---|---|---|")
-    for name, value in ratios.items():
-        op, goal = goals[name]
-        met = value <= goal if op == "<=" else value >= goal
-        print(f"| {name} | {value:.2f} | {op} {goal} | {'yes' if met else 'NO'} |")
+    print("| ratio | goal | " + " | ".join(f"{m} (median) | {m} range | {m} met" for m in modes) + " |")
+    print("|---|---|" + "---:|---:|---|" * len(modes))
+    for name, (op, goal) in GOALS.items():
+        cells = []
+        for mode in modes:
+            values = ratios[mode][name]
+            median = statistics.median(values)
+            met = median <= goal if op == "<=" else median >= goal
+            cells.append(f"{median:.2f} | {_spread(values)} | {'yes' if met else 'NO'}")
+        print(f"| {name} | {op} {goal} | " + " | ".join(cells) + " |")
     if args.json:
-        args.json.write_text(json.dumps({"device": args.device, "results": results, "ratios": ratios}, indent=2))
+        args.json.write_text(json.dumps({"device": args.device, "rounds": rounds, "load_average": loads,
+                                         "ratios": ratios, "duration_s": args.duration}, indent=2))
     return 0
 
 

@@ -11,8 +11,9 @@ through an in-memory queue instead of a socket:
   arrays (views of the request body) and a result's arrays (views of the engine's buffers) are
   handed over as they are;
 - a job the engine thread would take at once, whose program has run before (warm) and took at
-  most :data:`INLINE_MAX_MS`, is computed right on the event loop: no thread wake-up at all (the
-  tutorial network's call is ~50 µs; the loop is blocked no longer than a JSON parse);
+  most :data:`INLINE_MAX_MS` (1 ms) last time, is computed right on the event loop: no thread
+  wake-up at all (the tutorial network's call is ~50 µs; the loop is blocked no longer than a
+  JSON parse);
 - everything else (first calls, which compile on the worker's compile thread; large calls; calls
   that arrive while the engine is busy, which may batch) goes to the engine thread.
 
@@ -41,7 +42,7 @@ log = logging.getLogger("gradserve.workers")
 
 #: a warm program whose last call computed within this many milliseconds runs on the event loop
 #: when the engine thread is idle (measured: docs/benchmarks.md "Hot path and process design")
-INLINE_MAX_MS = 0.5
+INLINE_MAX_MS = 1.0
 #: programs whose last duration is remembered (cleared past this)
 _TINY_MAX = 4096
 
