@@ -5,6 +5,10 @@ for the same call."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from typing import Any
 
 import httpx
@@ -14,6 +18,7 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from service.models import TUTORIAL_NETWORK
+from tests.support import ROOT
 from tests.support.servers import KEY_A, KEY_B, LiveServer
 
 
@@ -269,3 +274,24 @@ def test_model_config_for_perf_analyzer(tc, two_out):
     assert config["max_batch_size"] == 0
     assert config["input"] == [{"name": "x", "data_type": "TYPE_FP32", "dims": [2, 3]}]
     assert [o["name"] for o in config["output"]] == ["grad/x", "grad/w", "value/a", "value/b"]
+
+
+# -- the README's example ---------------------------------------------------------------------------
+
+
+def test_readme_oip_example_prints_as_shown(live_server):
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"^```(\w+)\n(.*?)^```$", readme, re.MULTILINE | re.DOTALL)
+    i = next(i for i, (lang, text) in enumerate(blocks) if lang == "sh"
+             and text.startswith(".venv/bin/python examples/oip_client.py"))
+    snippet, shown = blocks[i - 1][1], blocks[i + 1][1]
+    script = (ROOT / "examples" / "oip_client.py").read_text()
+    for line in snippet.splitlines()[1:]:  # the snippet is the script's (but the client's address)
+        assert line in script, line
+    done = subprocess.run([sys.executable, "examples/oip_client.py", live_server.url], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "GRADSERVE_API_KEY": KEY_A})
+    assert done.returncode == 0, done.stderr
+    number = re.compile(r"-?\d+\.?\d*(?:e[+-]?\d+)?")
+    assert number.sub("#", " ".join(done.stdout.split())) == number.sub("#", " ".join(shown.split()))
+    np.testing.assert_allclose([float(x) for x in number.findall(done.stdout)],
+                               [float(x) for x in number.findall(shown)], rtol=1e-5, atol=1e-6)
