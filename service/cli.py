@@ -132,14 +132,19 @@ class DrainingServer:
         return 0 if self.server.started else 3
 
 
-def _pin_malloc_mmap_threshold(threshold: int = 128 * 1024) -> None:
+def _pin_malloc_mmap_threshold(threshold: int = 1024 * 1024, trim: int = 8 * 1024 * 1024) -> None:
     """Keep glibc's mmap threshold fixed, so that freed request bodies and tensors go back to the OS.
 
     glibc raises the threshold (up to 32 MiB) each time a large block is freed; after that, request
     bodies and arrays of a few MiB come from the heap arenas and their pages stay in RSS after they
     are freed: a burst of large requests left the server ~200 MiB over its baseline for good
     (tests/hardening/test_overload.py). A fixed threshold (glibc's own default) keeps every block of
-    ``threshold`` bytes or more in its own mapping, unmapped on free. No-op without glibc."""
+    ``threshold`` bytes or more in its own mapping, unmapped on free. No-op without glibc.
+
+    The threshold is 1 MiB, not glibc's 128 KiB default, and up to ``trim`` bytes free at the top
+    of the heap are kept: on this VM each page of a fresh mapping costs a ~2.5 µs fault, and at
+    128 KiB the MLP's 540 KB b64 body (its copy, orjson's string, the decoded bytes) paid ~630
+    faults per request, 1.3-2.8 ms of a 0.26 ms decode (issue 14, docs/benchmarks.md)."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes  # noqa: PLC0415
@@ -147,6 +152,7 @@ def _pin_malloc_mmap_threshold(threshold: int = 128 * 1024) -> None:
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-3, threshold)  # M_MMAP_THRESHOLD (setting it also stops the dynamic adjustment)
+        libc.mallopt(-1, trim)  # M_TRIM_THRESHOLD: free heap top kept for the next request
     except (OSError, AttributeError):
         pass  # not glibc (musl): nothing to pin
 
@@ -174,7 +180,7 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         settings = settings.model_copy(update={"workers": 1})  # this process's one device
         # The engine runs here: XLA's buffers of a few MiB must come from the warm heap (pinned at
         # 128 KiB, each call of the MLP paid ~2,000 page faults: 5.7 -> 12-22 ms, docs/benchmarks.md).
-        _pin_malloc_mmap_threshold(8 * 1024 * 1024)
+        _pin_malloc_mmap_threshold(8 * 1024 * 1024, 32 * 1024 * 1024)
     else:
         _pin_malloc_mmap_threshold()
     from .http.app import create_app  # noqa: PLC0415 - imports JAX (via the engine)
