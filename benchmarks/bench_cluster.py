@@ -8,7 +8,10 @@ same directories, each asked the MLP (get_by_list) and the tutorial once, first 
 - **xla**: that XLA cache warm: tracing and lowering again;
 - **cold_store**: an empty executable store (``--executable-store DIR``): the compile, and the
   program written to the store;
-- **store**: that store warm: the worker preloaded the programs before it took requests.
+- **store**: that store warm: the worker preloaded the programs (and ran each once) before it
+  took requests;
+- **load**: that store warm, no preloading (``--warm-programs 0``): the first call loads its
+  program from the store instead of compiling it.
 
 Reported: the worker's ``timing_ms`` compile and compute of that first answer, its wall time seen
 by the client, and ``(compile + compute) / cold compile``: the issue's goal is <= 10%.
@@ -16,7 +19,9 @@ by the client, and ``(compile + compute) / cold compile``: the issue's goal is <
 ``ingress``: a Ray cluster on this machine (``ray.cluster_utils.Cluster``: a head node for the
 ingress, the proxy and the controller, and one worker node of one CPU per engine replica, as
 tests/cluster starts it), the application of ``service.cluster`` on it with a fixed number of
-replicas (1, 2, 3), against ``gradserve serve --workers 1`` on the same machine. The requests:
+replicas (1, 2, 3), against ``gradserve serve --workers 1`` on the same machine; last, Ray
+Serve's own floor on the same cluster (an echo deployment: the proxy and one replica that
+answers fixed bytes), and one replica with Serve's access log off (``access_log: false``). The requests:
 the tutorial by ``network_id`` (JSON), wrk with one thread, concurrency 1 (p50) and 16 (req/s);
 the replicas share one SQLite registry file. ``serve`` and the 1-replica cluster alternate
 within each round.
@@ -116,6 +121,7 @@ def bench_warm(rounds: int) -> dict[str, Any]:
                 "xla": first_calls(["--compile-cache-dir", str(xla)], registry),
                 "cold_store": first_calls(["--executable-store", str(store)], registry),  # compiles, writes
                 "store": first_calls(["--executable-store", str(store)], registry),
+                "load": first_calls(["--executable-store", str(store), "--warm-programs", "0"], registry),
             }
         runs.append(row)
         print(f"warm round {k + 1}/{rounds}: " + json.dumps(row), flush=True)
@@ -123,7 +129,7 @@ def bench_warm(rounds: int) -> dict[str, Any]:
     for net in ("mlp", "tutorial"):
         cold = statistics.median(r["cold"][net]["compile_ms"] for r in runs)
         entry: dict[str, Any] = {"cold_compile_ms": cold}
-        for mode in ("cold", "xla", "cold_store", "store"):
+        for mode in ("cold", "xla", "cold_store", "store", "load"):
             first = statistics.median(r[mode][net]["compile_ms"] + r[mode][net]["compute_ms"] for r in runs)
             wall = statistics.median(r[mode][net]["wall_ms"] for r in runs)
             entry[mode] = {"first_ms": first, "wall_ms": wall, "vs_cold_compile": first / cold}
@@ -153,14 +159,14 @@ def _measure(base: str, body: bytes, duration: int) -> dict[str, float]:
             "non_2xx": c1["non_2xx"] + c16["non_2xx"]}
 
 
-def _deploy(replicas: int, registry: Path, port: int) -> None:
+def _deploy(replicas: int, registry: Path, port: int, access_log: bool = True) -> None:
     from ray import serve  # noqa: PLC0415
 
     from service.cluster import build_app  # noqa: PLC0415
 
     app = build_app({"min_replicas": replicas, "max_replicas": replicas, "initial_replicas": replicas,
                      "max_ongoing_requests": 16, "max_queued_requests": 256,
-                     "ingress_resources": {"ingress": 0.01},
+                     "ingress_resources": {"ingress": 0.01}, "access_log": access_log,
                      "settings": {"registry_path": str(registry), "log_level": "warning"}})
     serve.run(app, name="gradserve", route_prefix="/", blocking=False)
     base = f"http://127.0.0.1:{port}"
@@ -176,6 +182,31 @@ def _deploy(replicas: int, registry: Path, port: int) -> None:
                 pass
         time.sleep(0.5)
     raise RuntimeError(f"{replicas} replicas did not come up: {serve.status()}")
+
+
+def _deploy_echo(port: int) -> None:
+    """Ray Serve's own floor on this cluster: one FastAPI ingress deployment that answers every
+    POST with fixed bytes (no engine hop, no gradserve)."""
+    from ray import serve  # noqa: PLC0415
+    from starlette.responses import Response  # noqa: PLC0415
+
+    @serve.deployment(name="echo", ray_actor_options={"num_cpus": 0, "resources": {"ingress": 0.01}},
+                      max_ongoing_requests=1000)
+    class Echo:
+        async def __call__(self, request: Any) -> Any:  # Serve's plain HTTP path: a Starlette request
+            await request.body()
+            return Response(b'{"gradients":[]}', media_type="application/json")
+
+    serve.run(Echo.bind(), name="gradserve", route_prefix="/", blocking=False)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.post(f"http://127.0.0.1:{port}/grad", content=b"{}", timeout=10).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("the echo deployment did not answer")
 
 
 def bench_ingress(rounds: int, duration: int, replica_counts: list[int]) -> dict[str, Any]:
@@ -224,6 +255,13 @@ def bench_ingress(rounds: int, duration: int, replica_counts: list[int]) -> dict
             for _ in range(rounds):
                 out["replicas"][str(n)].append(_measure(cluster_base, body, duration))
             print(f"{n} replicas: {out['replicas'][str(n)]}", flush=True)
+        _deploy(1, registry, port, access_log=False)
+        _by_id(cluster_base)
+        out["no_access_log"] = [_measure(cluster_base, body, duration) for _ in range(rounds)]
+        print(f"1 replica, no access log: {out['no_access_log']}", flush=True)
+        _deploy_echo(port)
+        out["echo"] = [_measure(cluster_base, body, duration) for _ in range(rounds)]
+        print(f"Serve echo: {out['echo']}", flush=True)
     finally:
         try:
             serve.shutdown()
@@ -231,7 +269,10 @@ def bench_ingress(rounds: int, duration: int, replica_counts: list[int]) -> dict
             ray.shutdown()
             cluster.shutdown()
     med = {k: statistics.median(r[k] for r in out["serve"]) for k in out["serve"][0]}
-    summary: dict[str, Any] = {"serve": med, "replicas": {}}
+    summary: dict[str, Any] = {"serve": med, "replicas": {},
+                               "serve_echo": {k: statistics.median(r[k] for r in out["echo"]) for k in out["echo"][0]},
+                               "no_access_log": {k: statistics.median(r[k] for r in out["no_access_log"])
+                                                 for k in out["no_access_log"][0]}}
     for n, runs in out["replicas"].items():
         summary["replicas"][n] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     one = summary["replicas"]["1"]

@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "retry_after_s": 1,
     "ingress_resources": None,   # e.g. {"ingress": 0.01}: keep the ingress on the head node
     "settings": {},              # gradserve Settings for the replicas (also GRADSERVE_* env vars)
+    "access_log": True,          # Serve's line per request in the ingress and engine replicas' logs
 }
 
 _HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive"}
@@ -154,6 +155,7 @@ def build_app(args: dict[str, Any] | None = None) -> Any:
     }
     if conf["initial_replicas"] is not None:
         autoscaling["initial_replicas"] = int(conf["initial_replicas"])
+    logging_config = {"enable_access_log": bool(conf["access_log"])}
     actor = {"num_cpus": float(conf["engine_num_cpus"])}
     if gpu:
         actor["num_gpus"] = 1
@@ -163,7 +165,7 @@ def build_app(args: dict[str, Any] | None = None) -> Any:
         max_queued_requests=int(conf["max_queued_requests"]),
         autoscaling_config=autoscaling,
         ray_actor_options=actor,
-        health_check_period_s=5, graceful_shutdown_timeout_s=10,
+        health_check_period_s=5, graceful_shutdown_timeout_s=10, logging_config=logging_config,
     )
     retry_after = int(conf["retry_after_s"])
     api = _ingress_api()
@@ -201,7 +203,7 @@ def build_app(args: dict[str, Any] | None = None) -> Any:
     if conf["ingress_resources"]:
         ingress_options["resources"] = dict(conf["ingress_resources"])
     ingress = serve.deployment(Ingress, name="ingress", ray_actor_options=ingress_options,
-                               max_ongoing_requests=max(1000, max_queued * 4))
+                               max_ongoing_requests=max(1000, max_queued * 4), logging_config=logging_config)
     return ingress.bind(engine.bind(settings))
 
 
