@@ -514,7 +514,9 @@ def _vjp_build(net, spec: Vjp, dtypes, max_elements):
         cts = tuple(cotangents[k] for k in float_out)
         if cts:
             _, vjp = jax.vjp(g, *primals)
-            if spec.batched and _scalable(g, primals, cts):
+            if spec.batched and lead == (1,):  # one vector: one vjp, given the leading axis
+                g_x, g_w = jax.tree.map(lambda t: t[None], vjp(tuple(c[0] for c in cts)))
+            elif spec.batched and _scalable(g, primals, cts):
                 # One float output of one element (a loss): the vjp is linear in its cotangent, so
                 # vjp(c_k) = c_k * vjp(1): one reverse pass for all K, where the vmap of the vjp
                 # runs K (XLA does not factor the scalar out; bench_transforms.py: 64 cotangents

@@ -253,6 +253,9 @@ def test_batched_cotangents_of_a_scalar_output_equal_one_call_each_at_the_cost_o
         one = eng.run(LOSS, Vjp(weights=("w",)), [x, y], extra=np.float64(c)).gradients
         for a, b in zip((g_x, g_y, g_w), (*one[0], *one[1])):
             np.testing.assert_allclose(a[i], b, rtol=1e-13, atol=1e-300)
+    (k1_x, _), (k1_w,) = eng.run(LOSS, Vjp(weights=("w",), batched=True), [x, y], extra=cts[:1]).gradients
+    assert k1_x.shape == (1, 2, 3) and k1_w.shape == (1, 3, 4)  # K = 1 keeps its axis
+    np.testing.assert_allclose(k1_w, g_w[:1], rtol=1e-13)
 
     # one reverse pass, not K: K = 64 costs the FLOPs of one pass and 64 scalings (~9x one
     # call's here; the vmap of the vjp costs 64x)
