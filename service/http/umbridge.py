@@ -51,7 +51,7 @@ from engine.transforms import Hvp, Jvp, Vjp
 from .. import models as schema_models
 from ..errors import NotFoundError
 from ..grad.call import GradCall
-from ..grad.handler import GradHandler
+from ..grad.handler import OFFLOAD_BYTES, GradHandler
 from .encode import JSON_TYPE
 from .errors import error_response as gradserve_error_response
 from .errors import status_of
@@ -343,8 +343,8 @@ class UmbridgeHandler(GradHandler):
 
     async def _grad(self, namespace: str, body: bytes, headers: Any, arrived: float,
                     admission: Admission | None = None, receive: Any = None) -> Response:
-        try:
-            doc = orjson.loads(body)
+        try:  # a large body (a million-element vector) is parsed off the event loop
+            doc = await run_in_threadpool(orjson.loads, body) if len(body) > OFFLOAD_BYTES else orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise UmbridgeError(f"the body is not JSON: {exc}", "body") from None
         if not isinstance(doc, dict):
