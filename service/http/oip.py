@@ -44,7 +44,7 @@ from engine.tensors import encode_tensor
 
 from ..errors import BadRequestError, NotFoundError
 from ..grad.call import GradCall, parse_call
-from ..grad.handler import OFFLOAD_BYTES, GradHandler
+from ..grad.handler import LOOP_ENCODE_ELEMENTS, OFFLOAD_BYTES, GradHandler
 from . import body as http_body
 from . import encode
 from .errors import log_error
@@ -291,6 +291,13 @@ class Infer:
             self._implied(grad, params, net)
         grad["sens_param"] = self.sens is not None
         self.call: GradCall = parse_call(grad, default_timeout_ms)
+        if self.outputs:  # refused before any work is done
+            names = _output_names(net, self.call.spec)
+            for i, (name, _) in enumerate(self.outputs):
+                if name not in names:
+                    raise ArgumentError(
+                        f"this call has no output '{name}': it has {', '.join(names)} (get_all, get_by_list and "
+                        "return_value choose them)", f"outputs[{i}].name")
 
     def _implied(self, grad: dict[str, Any], params: Mapping[str, Any], net: engine.Network) -> None:
         """The flags the requested outputs need, where the request's parameters leave them out
@@ -327,6 +334,14 @@ class Infer:
         if self.sens is not None:
             vectors = [one(*where) for where in self.sens]
             self.call.extra = vectors[0] if len(vectors) == 1 else vectors
+
+
+def _output_names(net: engine.Network, spec: Any) -> list[str]:
+    """The outputs a GradOperation call has, as MindSpore's flags choose its gradients."""
+    weights = list(spec.weights if spec.weights is not None else net.trainable) if spec.get_by_list else []
+    inputs = list(net.input_names) if spec.get_all else [] if spec.get_by_list else list(net.input_names[:1])
+    values = [VALUE + str(ref) for ref in net.outputs] if spec.return_value else []
+    return [GRAD + n for n in inputs + weights] + values
 
 
 def _named(names: Any, values: Any) -> Iterator[tuple[str, Any]]:
@@ -368,7 +383,13 @@ class InferHandler(GradHandler):
         else:
             request.decode(parsed)
         result, decode_ms = await self.compute(net, request.call, arrived, admission, receive, big, t0)
-        return self._answer(scope["path_params"]["model"], net, request, result, decode_ms)
+        answer = (scope["path_params"]["model"], net, request, result, decode_ms)
+        # a huge JSON text is written in the thread pool, as /grad's (binary outputs are views)
+        tensors = {k: v for k, v in result.fields.items() if k != "gradient_names"}
+        if not (request.binary_all and request.outputs is None) \
+                and encode.element_count(tensors) > LOOP_ENCODE_ELEMENTS:
+            return await run_in_threadpool(self._answer, *answer)
+        return self._answer(*answer)
 
     def _answer(self, model: str, net: engine.Network, request: Infer, result: JobResult,
                 decode_ms: float) -> Response:
@@ -377,15 +398,7 @@ class InferHandler(GradHandler):
         produced = {GRAD + name: value for name, value in _named(fields["gradient_names"], fields["gradients"])}
         for ref, value in zip(net.outputs, fields.get("value", ()), strict=False):
             produced[VALUE + str(ref)] = value
-        if request.outputs is None:
-            chosen = [(name, request.binary_all) for name in produced]
-        else:
-            chosen = request.outputs
-            for i, (name, _) in enumerate(chosen):
-                if name not in produced:
-                    raise ArgumentError(
-                        f"this call has no output '{name}': it has {', '.join(produced)} (get_all, get_by_list and "
-                        "return_value choose them)", f"outputs[{i}].name")
+        chosen = [(name, request.binary_all) for name in produced] if request.outputs is None else request.outputs
         outputs, chunks = [], []
         for name, binary in chosen:
             arr = np.asarray(produced[name])

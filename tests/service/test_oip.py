@@ -295,3 +295,15 @@ def test_readme_oip_example_prints_as_shown(live_server):
     assert number.sub("#", " ".join(done.stdout.split())) == number.sub("#", " ".join(shown.split()))
     np.testing.assert_allclose([float(x) for x in number.findall(done.stdout)],
                                [float(x) for x in number.findall(shown)], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_large_tensors_both_ways(tc, http, binary):
+    """160,000 elements: a 1.6 MB JSON body is parsed and decoded in the thread pool, a binary one
+    is views of the body; either way the answer is /grad's."""
+    network_id = _register(http, {"format": "gradnet/1", "name": "oip-square", "inputs": [{"name": "x"}],
+                                  "nodes": [{"name": "s", "op": "Square", "inputs": ["x"]}], "outputs": ["s"]})
+    x = np.random.default_rng(3).standard_normal((400, 400)).astype(np.float32)
+    result = tc.infer(_model(network_id), [_input("x", x, binary)], headers=auth(),
+                      outputs=[triton.InferRequestedOutput("grad/x", binary_data=binary)])
+    np.testing.assert_array_equal(result.as_numpy("grad/x").reshape(400, 400), 2 * x)
