@@ -307,3 +307,12 @@ def test_large_tensors_both_ways(tc, http, binary):
     result = tc.infer(_model(network_id), [_input("x", x, binary)], headers=auth(),
                       outputs=[triton.InferRequestedOutput("grad/x", binary_data=binary)])
     np.testing.assert_array_equal(result.as_numpy("grad/x").reshape(400, 400), 2 * x)
+
+
+def test_head_and_trailing_slash(live_server, http):
+    with httpx.Client(base_url=live_server.url) as c:
+        r = c.head("/v2/health/live")
+        assert r.status_code == 200 and r.content == b""
+    r = http.get("/v2/")
+    assert r.status_code == 404 and isinstance(r.json()["error"], str)
+    assert http.get("/v2").json()["name"] == "gradserve"
