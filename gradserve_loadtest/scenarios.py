@@ -17,7 +17,9 @@ parameters) and the body carries ``"network_id"`` instead of ``"network"``.
 A scenario's *protocol* says where the body goes: ``grad`` (``POST /grad``), or ``oip`` (the
 ``oip`` scenario: the same call as an Open Inference Protocol v2 infer request to
 ``/v2/models/{model}/infer``, always of a registered network; ``json`` or ``binary`` tensors,
-OIP has no ``b64``).
+OIP has no ``b64``), or ``umbridge`` (the ``umbridge`` scenario: the tutorial's gradient w.r.t.
+``x`` as a UM-Bridge ``POST /Gradient`` of the registered network, its inputs' shapes declared;
+``json`` only).
 
 Tensors are decoded and encoded by the engine's one tensor codec (:mod:`engine.tensors`), which
 imports no JAX: the load generator never loads JAX.
@@ -39,9 +41,9 @@ from engine.tensors import decode_tensor, encode_tensor
 from service.models import TUTORIAL_NETWORK
 
 ENCODINGS = ("json", "b64", "binary")
-BUILTIN_SCENARIOS = ("tutorial", "mlp", "oip")
+BUILTIN_SCENARIOS = ("tutorial", "mlp", "oip", "umbridge")
 #: where a scenario's body goes: gradserve's own /grad, or the Open Inference Protocol v2
-PROTOCOLS = ("grad", "oip")
+PROTOCOLS = ("grad", "oip", "umbridge")
 BINARY_HEADER = "Inference-Header-Content-Length"
 
 # The repository root (``gradserve_loadtest/scenarios.py`` -> ``.``), where tests/fixtures is.
@@ -151,12 +153,15 @@ def build_scenario(spec: str, mlp_file: str | Path = DEFAULT_MLP_FILE) -> Scenar
         return Scenario("tutorial", tutorial_request(), "builtin (seed tutorial, get_all)")
     if spec == "oip":
         return Scenario("oip", tutorial_request(), "builtin (seed tutorial, get_all, as OIP v2 infer)", "oip")
+    if spec == "umbridge":
+        return Scenario("umbridge", umbridge_request(), "builtin (seed tutorial, d(sum out)/dx, as UM-Bridge Gradient)",
+                        "umbridge")
     if spec == "mlp":
         req, source = mlp_request(mlp_file)
         return Scenario("mlp", req, source)
     path = find_file(spec)
     if path is None:
-        raise ValueError(f"unknown scenario {spec!r}: use tutorial, mlp, oip or the path of a JSON /grad body")
+        raise ValueError(f"unknown scenario {spec!r}: use tutorial, mlp, oip, umbridge or the path of a JSON /grad body")
     return Scenario(path.stem, load_request(path), str(path))
 
 
@@ -258,6 +263,8 @@ def prepare(request: dict[str, Any], encoding: str, network_id: str | None = Non
     """The body every user sends: inline network, or ``network_id`` when one is given."""
     if protocol == "oip":
         return oip_infer(request, encoding, network_id)
+    if protocol == "umbridge":
+        return umbridge_gradient(request, encoding, network_id)
     if network_id is not None:
         request = with_network_id(request, network_id)
     return encode_request(request, encoding)
@@ -313,3 +320,43 @@ def oip_infer(request: dict[str, Any], encoding: str, network_id: str | None) ->
     body = head_bytes + b"".join(chunks)
     return PreparedRequest(body, headers, path=f"/v2/models/{network_id.removeprefix('sha256:')}/infer",
                            meta={"encoding": encoding, "bytes": len(body), "protocol": "oip", "route": OIP_ROUTE})
+
+
+# --------------------------------------------------------------------------------------------
+# UM-Bridge (API.md section 10)
+# --------------------------------------------------------------------------------------------
+
+UMBRIDGE_ROUTE = "/Gradient"  # the route label of the server's metrics
+
+
+def umbridge_request() -> dict[str, Any]:
+    """The seed tutorial with its inputs' shapes declared (a UM-Bridge model must declare them) and
+    ``sens`` (ones) as the cotangent of its output: ``/grad`` with these gives what the UM-Bridge
+    ``Gradient(0, 0, input, sens)`` gives."""
+    req = tutorial_request()
+    req["get_all"] = False
+    for spec, tensor in zip(req["network"]["inputs"], req["inputs"]):
+        spec.update(dtype=tensor["dtype"], shape=tensor["shape"])
+    req["sens_param"] = True
+    req["sens"] = wire_tensor(np.ones((2, 3), np.float32), "json")
+    return req
+
+
+def umbridge_gradient(request: dict[str, Any], encoding: str, network_id: str | None) -> PreparedRequest:
+    """A /grad body with ``sens`` as a UM-Bridge ``POST /Gradient`` (outWrt 0, inWrt 0, the inputs
+    and the first ``sens`` flattened row-major) of the registered network ``network_id``."""
+    if network_id is None:
+        raise ValueError("a UM-Bridge model is a registered network: register it first (network_id)")
+    if encoding != "json":
+        raise ValueError(f"UM-Bridge vectors are JSON numbers only, not {encoding!r}")
+    if request.get("sens") is None:
+        raise ValueError("the UM-Bridge scenario needs 'sens': the cotangent of output 0")
+    sens = request["sens"][0] if isinstance(request["sens"], list) else request["sens"]
+    raw_inputs = request.get("inputs", [])
+    inputs = list(raw_inputs.values()) if isinstance(raw_inputs, dict) else list(raw_inputs)
+    vectors = [np.ravel(decode_tensor(t)).astype(np.float64).tolist() for t in inputs]
+    body = _dumps({"name": network_id.removeprefix("sha256:"), "input": vectors, "outWrt": 0, "inWrt": 0,
+                   "sens": np.ravel(decode_tensor(sens)).astype(np.float64).tolist(), "config": {}})
+    return PreparedRequest(body, {"Content-Type": "application/json"}, path=UMBRIDGE_ROUTE,
+                           meta={"encoding": encoding, "bytes": len(body), "protocol": "umbridge",
+                                 "route": UMBRIDGE_ROUTE})

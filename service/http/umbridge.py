@@ -30,7 +30,6 @@ auth with the key as the password (``http://user:KEY@host:port``), and Bearer as
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -44,7 +43,7 @@ from starlette.responses import Response
 
 import engine
 from engine.cache import LRUCache
-from engine.errors import CodedError, GradnetError
+from engine.errors import CodedError
 from engine.tensors import dtype_name
 from engine.transforms import Hvp, Jvp, Vjp
 

@@ -415,3 +415,42 @@ def test_oip_scenario_sweep_counts_match_the_server(live_server, tmp_path: Path)
         # the server counted the same requests on its OIP route (and computed them: compute stage)
         assert abs(lv["server"]["count_check"]["diff"]) <= COUNT_SLACK, lv["server"]["count_check"]
         assert lv["server"]["mean_ms"]["compute"] is not None
+
+
+# -- the umbridge scenario (issue 16): the tutorial gradient as a UM-Bridge Gradient ----------------
+
+
+def test_umbridge_scenario_body() -> None:
+    sc = scenarios.build_scenario("umbridge")
+    assert sc.protocol == "umbridge" and "umbridge" in scenarios.BUILTIN_SCENARIOS
+    # a UM-Bridge model declares its inputs' shapes
+    assert [(i["dtype"], i["shape"]) for i in sc.request["network"]["inputs"]] == [("float32", [2, 3]),
+                                                                                  ("float32", [3, 3])]
+    prepared = scenarios.prepare(sc.request, "json", "sha256:" + "ab" * 32, sc.protocol)
+    assert prepared.path == "/Gradient" and prepared.meta["route"] == scenarios.UMBRIDGE_ROUTE
+    doc = json.loads(prepared.body)
+    assert doc["name"] == "ab" * 32 and (doc["outWrt"], doc["inWrt"], doc["config"]) == (0, 0, {})
+    assert doc["sens"] == [1.0] * 6
+    np.testing.assert_array_equal(np.asarray(doc["input"][0], np.float32),
+                                  np.ravel(np.asarray(scenarios.TUTORIAL_X, np.float32)))
+    np.testing.assert_array_equal(np.asarray(doc["input"][1], np.float32),
+                                  np.ravel(np.asarray(scenarios.TUTORIAL_Y, np.float32)))
+    with pytest.raises(ValueError):
+        scenarios.prepare(sc.request, "binary", "sha256:" + "ab" * 32, sc.protocol)  # UM-Bridge is JSON
+    with pytest.raises(ValueError):
+        scenarios.prepare(sc.request, "json", None, sc.protocol)  # a UM-Bridge model is registered
+
+
+@pytest.mark.slow
+def test_umbridge_scenario_sweep_counts_match_the_server(live_server, tmp_path: Path) -> None:
+    out_json = tmp_path / "umbridge.json"
+    code = main([live_server.url, "--api-key", KEY_A, "--scenario", "umbridge", "--encoding", "json",
+                 "--concurrency", "2", "--duration", "2", "--warmup", "1", "--no-progress", "--json", str(out_json)])
+    assert code == 0
+    levels = json.loads(out_json.read_text())["levels"]
+    assert [(lv["scenario"], lv["encoding"]) for lv in levels] == [("umbridge", "json")]
+    (lv,) = levels
+    assert lv["network_id"] and lv["client"]["requests"] > 10 and lv["client"]["errors"] == {}
+    # the server counted the same requests on its /Gradient route (and computed them: compute stage)
+    assert abs(lv["server"]["count_check"]["diff"]) <= COUNT_SLACK, lv["server"]["count_check"]
+    assert lv["server"]["mean_ms"]["compute"] is not None
