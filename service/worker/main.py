@@ -425,6 +425,7 @@ class _CompileBudget:
 
     def _compile_loop(self) -> None:
         worker = self.worker
+        _yield_to_the_warm_path()
         while True:
             job_id, job, sent_at, net, evicted, key, nodes = self.queue.get()
             if key in self.failed:  # failed while this one waited: fail fast too
@@ -471,6 +472,24 @@ class _CompileBudget:
                    "(--compile-timeout-s); it is remembered as failed: split it, or raise the budget")
             self._remember(key, why)
             self.worker.send(m.error(job_id, "CompileError", why, None, self.worker.engine.stats, []))
+
+
+#: the GIL switch interval while a compile thread exists (Python's default is 5 ms)
+COMPILE_SWITCH_S = 0.0005
+
+
+def _yield_to_the_warm_path() -> None:
+    """Called on the compile thread: warm jobs come first (issue 12.2's goal: a warm call within
+    50 ms while a large network compiles). Tracing and lowering a network is Python, holding the
+    GIL: with the default 5 ms switch interval each time the main thread wakes (a frame in, a
+    compute done) it could wait 5 ms for it, several times per job. And the thread's compile work
+    (LLVM included: threads it starts inherit it) runs at the lowest CPU priority (nice 19, this
+    thread only), so the warm jobs' computes win the cores."""
+    sys.setswitchinterval(min(sys.getswitchinterval(), COMPILE_SWITCH_S))
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # Linux: a thread id is a task
+    except (AttributeError, OSError):
+        pass  # not Linux, or not allowed: the switch interval alone
 
 
 def main(conn: Any, index: int, env: dict[str, str], config: dict[str, Any], arenas: ArenaFds | None = None) -> None:
