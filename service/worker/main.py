@@ -5,8 +5,9 @@ fork-safe). This module is imported before the child sets up its environment, so
 nothing heavy at the top (the framing, which needs NumPy, but no JAX): JAX is imported and
 configured only in :func:`main`, after ``JAX_PLATFORMS`` / ``CUDA_VISIBLE_DEVICES`` are in place.
 
-It reads messages (:mod:`service.ipc.messages`) in order, computes one job at a time, and
-answers each job with one message. It knows nothing of HTTP: its answers are arrays and engine
+It reads messages (:mod:`service.ipc.messages`) in order and answers each job with one
+message. A job alone is computed at once; jobs queued together that share a program are computed
+as one batch (:mod:`service.worker.batcher`, ``max_batch_size``), each answered on its own. It knows nothing of HTTP: its answers are arrays and engine
 error kinds, which the server encodes.
 """
 
