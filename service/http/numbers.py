@@ -182,3 +182,19 @@ def _put_back(doc: Any, data: bytes, left: dict[str, tuple[int, int]]) -> None:
                     node[key] = orjson.loads(data[span[0]:span[1]])
             elif isinstance(value, (dict, list)):
                 stack.append(value)
+
+
+def release(doc: Any) -> None:
+    """Drop the bulk values of ``doc``'s call tensors once they are decoded (the arrays hold
+    them now): a large body's float64 copy of its numbers does not outlive the decoding, so it
+    is not held while the call computes and its answer is encoded. (A tensor decoded again after
+    this would have no data: nothing does.)"""
+    if not isinstance(doc, dict):
+        return
+    for field in TENSOR_FIELDS:
+        node = doc.get(field)
+        tensors = [node] + (list(node) if isinstance(node, list) else list(node.values()) if isinstance(node, dict)
+                            else [])
+        for tensor in tensors:
+            if type(tensor) is dict and type(tensor.get("data")) is JsonNumbers:
+                tensor["data"].values = np.empty(0, tensor["data"].values.dtype)  # (a view would keep the buffer)

@@ -64,3 +64,36 @@ def test_invalid_json_bodies_are_freed_at_once(hard, hard_server, figures):
     figures["invalid_json_48mib_x4_rss_mib"] = {"baseline": mib(baseline), "after_each": [mib(p) for p in peaks]}
     # before: each kept its ~96 MiB (the bytes and the decode error's str) until a GC, +380 MiB after four
     assert after < baseline + 120 * 2**20, figures["invalid_json_48mib_x4_rss_mib"]
+
+
+def _hwm_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_a_large_json_body_peaks_under_four_times_its_size(server_factory, figures):
+    """Issue 12.4's goal: peak RSS for a JSON body at most 4x its size. A 64 MiB body of 6.7
+    million float32 numbers (the server alone, not its worker). Before the bulk decoder
+    (service/http/numbers.py), orjson's Python float per number made it 7.6x
+    (benchmarks/json_rss.py, 200 MiB)."""
+    server = server_factory(workers=1, max_body_bytes=128 * 2**20, max_tensor_elements=2**24, timeout_ms=300_000)
+    number = b"0.1234567,"
+    n = 64 * 2**20 // len(number)
+    head = (b'{"network": {"format": "gradnet/1", "inputs": [{"name": "x"}], "nodes": [{"name": "s", "op": '
+            b'"ReduceSum", "inputs": ["x"]}], "outputs": ["s"]}, "inputs": [{"dtype": "float32", "shape": [%d], '
+            b'"data": [' % n)
+    body = head + number * (n - 1) + b"0.1234567]}]}"
+    with server.client(timeout=300) as c:
+        assert c.post("/grad", json=tutorial_request()).status_code == 200
+        before = _hwm_bytes(server.pid)
+        r = c.post("/grad", content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 200, r.text[:300]
+        assert r.json()["gradients"]["shape"] == [n]
+        peak = _hwm_bytes(server.pid)
+    ratio = (peak - before) / len(body)
+    figures["memory_64_mib_json_body"] = {"body_mib": round(mib(len(body)), 1), "peak_over_body": round(ratio, 2),
+                                          "hwm_before_mib": round(mib(before)), "hwm_after_mib": round(mib(peak))}
+    assert ratio <= 4, f"peak RSS grew by {ratio:.1f}x the body"

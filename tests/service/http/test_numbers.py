@@ -113,3 +113,13 @@ def test_large_body_defaults():
     assert doc["inputs"][1]["data"] == [1, 2]
     assert decode_tensor(doc["inputs"][0]).sum() == pytest.approx(0.25 * n)
     assert math.isclose(float(decode_tensor(doc["inputs"][0])[-1]), 0.25)
+
+
+def test_release_drops_the_bulk_values_after_decoding(tiny):
+    body = b'{"inputs": [{"dtype": "float32", "shape": [3], "data": [0.5, 1, 2]}], "sens": {"dtype": "float32", ' \
+           b'"shape": [1], "data": [4]}}'
+    doc = numbers.loads(body)
+    arr = decode_tensor(doc["inputs"][0])
+    numbers.release(doc)
+    assert doc["inputs"][0]["data"].values.size == 0 and doc["sens"]["data"].values.size == 0
+    assert arr.tolist() == [0.5, 1.0, 2.0]  # the decoded array is its own
