@@ -280,6 +280,8 @@ def _vector(value: Any, size: int, dtype: np.dtype, shape: tuple[int, ...], fiel
         array = None
     if array is None or array.ndim != 1 or any(isinstance(v, (bool, str)) or v is None for v in value):
         raise UmbridgeError(f"{what} must be a flat list of numbers", field)
+    if dtype.kind in "iub" and not np.array_equal(array, np.trunc(array)):
+        raise UmbridgeError(f"{what} is for a {dtype_name(dtype)} tensor: its numbers must be whole", field)
     return array.astype(dtype).reshape(shape)
 
 
