@@ -53,16 +53,21 @@ engine.configure_jax()
 KS = (1, 8, 64)
 
 
-def timed(sides: list[Callable[[], Any]], reps: int) -> list[float]:
-    """Median ms of each side; every repetition runs each side once, the order flipping."""
+def timed(sides: list[Callable[[], Any]], reps: int, budget_s: float = 3.0) -> tuple[list[float], int]:
+    """Median ms of each side, and the repetitions; each runs every side once, the order flipping. At least
+    ``reps`` repetitions, more (up to 8x) while the row has taken under ``budget_s``: the cheap
+    rows get the samples a loaded machine's noise needs."""
     ts: list[list[float]] = [[] for _ in sides]
-    for i in range(reps):
+    start = time.perf_counter()
+    for i in range(reps * 8):
+        if i >= reps and time.perf_counter() - start > budget_s:
+            break
         order = list(range(len(sides)))
         for k in order if i % 2 == 0 else order[::-1]:
             t0 = time.perf_counter()
             sides[k]()
             ts[k].append((time.perf_counter() - t0) * 1e3)
-    return [statistics.median(t) for t in ts]
+    return [statistics.median(t) for t in ts], len(ts[0])
 
 
 def load() -> str:
@@ -147,8 +152,8 @@ def in_process(m: Mlp, reps: int, rng: np.random.Generator) -> list[dict[str, An
             for i in (0, k - 1):
                 one_x = sep[i].gradients[0][0] if weights is not None else sep[i].gradients[0]
                 close(g_x[i], one_x)
-            t = timed([ours, hand, scaled, calls], reps)
-            rows.append({"workload": f"/vjp w.r.t. {form}, K = {k}", "k": k, "ours_ms": t[0], "hand_ms": t[1],
+            t, reps_done = timed([ours, hand, scaled, calls], reps)
+            rows.append({"reps": reps_done, "workload": f"/vjp w.r.t. {form}, K = {k}", "k": k, "ours_ms": t[0], "hand_ms": t[1],
                          "hand_scaled_ms": t[2], "calls_ms": t[3]})
             print(f"  in process: {rows[-1]}", flush=True)
 
@@ -156,8 +161,8 @@ def in_process(m: Mlp, reps: int, rng: np.random.Generator) -> list[dict[str, An
     ours = lambda: eng.run(net, Hvp(), xs, extra=v)  # noqa: E731
     hand = lambda: ready(m.hand_hvp(x, labels, v))  # noqa: E731
     close(ours().fields["hvp"], hand(), rtol=1e-4)
-    t = timed([ours, hand], reps * 3)
-    rows.append({"workload": "/hvp w.r.t. x", "k": 1, "ours_ms": t[0], "hand_ms": t[1], "calls_ms": None})
+    t, reps_done = timed([ours, hand], reps * 3)
+    rows.append({"reps": reps_done, "workload": "/hvp w.r.t. x", "k": 1, "ours_ms": t[0], "hand_ms": t[1], "calls_ms": None})
     print(f"  in process: {rows[-1]}", flush=True)
 
     n = x.shape[0]
@@ -171,8 +176,8 @@ def in_process(m: Mlp, reps: int, rng: np.random.Generator) -> list[dict[str, An
         close(a, b, rtol=1e-4)
     for i in (0, n - 1):
         close(got[0][i], sep[i].gradients[0], rtol=1e-4)
-    t = timed([ours, hand, calls], max(3, reps // 2))
-    rows.append({"workload": f"per-example gradients, batch {n}", "k": n, "ours_ms": t[0], "hand_ms": t[1],
+    t, reps_done = timed([ours, hand, calls], max(3, reps // 2))
+    rows.append({"reps": reps_done, "workload": f"per-example gradients, batch {n}", "k": n, "ours_ms": t[0], "hand_ms": t[1],
                  "calls_ms": t[2]})
     print(f"  in process: {rows[-1]}", flush=True)
     return rows
@@ -215,8 +220,8 @@ def over_http(m: Mlp, reps: int, rng: np.random.Generator) -> list[dict[str, Any
                             close(g_x[i], s[0][0] if weights is not None else s[0])
                         local = m.eng.run(m.net, Vjp(weights=weights, batched=True), xs, extra=cts).gradients
                         close(g_x, local[0] if weights is None else local[0][0])
-                        t = timed([one, calls], reps)
-                        rows.append({"workload": f"/vjp w.r.t. {form}, K = {k}", "k": k, "one_ms": t[0],
+                        t, reps_done = timed([one, calls], reps)
+                        rows.append({"reps": reps_done, "workload": f"/vjp w.r.t. {form}, K = {k}", "k": k, "one_ms": t[0],
                                      "calls_ms": t[1]})
                         print(f"  http: {rows[-1]}", flush=True)
 
@@ -224,8 +229,8 @@ def over_http(m: Mlp, reps: int, rng: np.random.Generator) -> list[dict[str, Any
                 hvp_http = lambda: c.hvp(nid, xs, v, encoding=enc)  # noqa: E731
                 hvp_local = lambda: m.eng.run(m.net, Hvp(), xs, extra=v)  # noqa: E731
                 close(hvp_http()["hvp"], hvp_local().fields["hvp"])
-                t = timed([hvp_http, hvp_local], reps * 3)
-                rows.append({"workload": "/hvp w.r.t. x", "k": 1, "one_ms": t[0], "calls_ms": None,
+                t, reps_done = timed([hvp_http, hvp_local], reps * 3)
+                rows.append({"reps": reps_done, "workload": "/hvp w.r.t. x", "k": 1, "one_ms": t[0], "calls_ms": None,
                              "in_process_ms": t[1]})
                 print(f"  http: {rows[-1]}", flush=True)
 
@@ -237,8 +242,8 @@ def over_http(m: Mlp, reps: int, rng: np.random.Generator) -> list[dict[str, Any
                 got, sep = one().gradients, calls()
                 for i in (0, n - 1):
                     close(got[0][i], sep[i].gradients[0], rtol=1e-4)
-                t = timed([one, calls], max(3, reps // 2))
-                rows.append({"workload": f"per-example gradients, batch {n}", "k": n, "one_ms": t[0],
+                t, reps_done = timed([one, calls], max(3, reps // 2))
+                rows.append({"reps": reps_done, "workload": f"per-example gradients, batch {n}", "k": n, "one_ms": t[0],
                              "calls_ms": t[1]})
                 print(f"  http: {rows[-1]}", flush=True)
         finally:
@@ -251,27 +256,28 @@ def report(inproc: list[dict[str, Any]], http: list[dict[str, Any]]) -> None:
     if inproc:
         print("\nIn process (ms; per vector = ms / K):\n")
         print("| workload | ours | hand-written JAX | ours / hand | hand-written, one pass scaled | ours / it "
-              "| K separate calls | per vector: one call | per vector: K calls | K calls / one call |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+              "| K separate calls | per vector: one call | per vector: K calls | K calls / one call | reps |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in inproc:
             k, c, sc = r["k"], r["calls_ms"], r.get("hand_scaled_ms")
             mid = f"{sc:.2f} | {r['ours_ms'] / sc:.2f}" if sc is not None else "– | –"
             tail = (f"{c:.2f} | {r['ours_ms'] / k:.3f} | {c / k:.3f} | {c / r['ours_ms']:.2f}x" if c is not None
                     else "– | – | – | –")
             print(f"| {r['workload']} | {r['ours_ms']:.2f} | {r['hand_ms']:.2f} | {r['ours_ms'] / r['hand_ms']:.2f} "
-                  f"| {mid} | {tail} |")
+                  f"| {mid} | {tail} | {r['reps']} |")
     if http:
         print("\nOver HTTP (binary encoding, by network_id; ms; per vector = ms / K):\n")
         print("| workload | one call | K separate calls | per vector: one call | per vector: K calls "
-              "| K calls / one call |")
-        print("|---|---:|---:|---:|---:|---:|")
+              "| K calls / one call | reps |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
         for r in http:
             k, c = r["k"], r["calls_ms"]
             if c is None:
-                print(f"| {r['workload']} | {r['one_ms']:.2f} | – (in process: {r['in_process_ms']:.2f}) | – | – | – |")
+                print(f"| {r['workload']} | {r['one_ms']:.2f} | – (in process: {r['in_process_ms']:.2f}) | – | – | – "
+                      f"| {r['reps']} |")
                 continue
             print(f"| {r['workload']} | {r['one_ms']:.2f} | {c:.2f} | {r['one_ms'] / k:.3f} | {c / k:.3f} "
-                  f"| {c / r['one_ms']:.2f}x |")
+                  f"| {c / r['one_ms']:.2f}x | {r['reps']} |")
 
 
 def main(argv: list[str] | None = None) -> int:
