@@ -252,3 +252,26 @@ def test_readme_umbridge_example_prints_as_shown(live_server):
     np.testing.assert_allclose([float(x) for x in number.findall(done.stdout)],
                                [float(x) for x in number.findall(shown)], rtol=1e-5, atol=1e-6)
     assert "Gradient: [4.5099998, 2.7, 3.6000001," in done.stdout  # the tutorial's gradient, as /grad gives it
+
+
+# -- UM-Bridge's own protocol tests ---------------------------------------------------------------
+
+CONFORMITY = ROOT / "tests" / "support" / "umbridge_conformity"
+
+
+@pytest.mark.parametrize("input_value", ["0.0", "0.5"])
+def test_umbridges_own_protocol_tests_pass(server_factory, tmp_path, input_value):
+    """testing/protocol_conformity_1.0 of the umbridge repository (vendored, unchanged), run as its
+    Dockerfile runs it (pytest, --model_url), on a server of its own (the suite tests the first
+    model /Info lists), API key in the URL as UM-Bridge users give it."""
+    server = server_factory(api_keys="umbridge-conformity")
+    with server.client("umbridge-conformity") as c:
+        assert c.post("/networks", json=NET).status_code == 201
+    (tmp_path / "test_model_schema.py").write_text((CONFORMITY / "suite.py").read_text())
+    (tmp_path / "conftest.py").write_text((CONFORMITY / "conftest_suite.py").read_text())
+    url = server.url.replace("://", "://user:umbridge-conformity@")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_model_schema.py",
+                           f"--model_url={url}", f"--input_value={input_value}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "22 passed" in done.stdout, done.stdout[-2000:]
