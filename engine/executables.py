@@ -18,6 +18,11 @@ and its version, and the device kind; an entry of another is ignored (and recomp
 executable's bytes carry a SHA-256 in the header, checked before XLA sees them (XLA trusts what it
 deserializes: damaged bytes could crash the process, not raise).
 
+**A store is trusted.** The checksum catches damage, not an attacker: an executable is machine
+code, and whoever can write a store can run code in every process that loads from it (as
+``deserialize_and_load``'s own warning says). A store needs the access rules of the registry's
+database.
+
 The engine knows nothing of where entries live: a store is any object with ``get(key)``,
 ``put(key, network_id, data)`` and ``recent(limit)`` (:class:`ExecutableStore`); the service's
 are in ``service/registry/executables.py``.
