@@ -251,6 +251,12 @@ def main(argv: list[str] | None = None) -> int:
                     for mode in order:
                         grad(mode, f"mlp_{enc}", 1, f"mlp_{enc}_c1")
                 got["mlp_in_process_after"] = {"p50_ms": engine_mlp.p50_ms(100)}
+                for mode in order:  # the server's own decode time of the b64 body (timing_ms.decode, goal 0.5 ms)
+                    body, headers = bodies[mode]["mlp_b64"]
+                    with httpx.Client(timeout=60) as c:
+                        decode = [c.post(f"http://127.0.0.1:{ports[mode]}/grad", content=body, headers=headers)
+                                  .json()["timing_ms"]["decode"] for _ in range(11)]
+                    got[f"{mode}_mlp_b64_server_decode"] = {"p50_ms": statistics.median(decode)}
                 rounds.append(got)
                 loads.append(load_average())
                 print(f"round {r + 1}/{args.rounds} done (load average {loads[-1]:.2f})", file=sys.stderr)

@@ -12,7 +12,7 @@ and exactly the requests it held.
 
 Signals: SIGTERM or SIGINT is passed on to every child, which drains (``--drain-timeout-s``) and
 exits; a second one is passed on too (the children stop without waiting). Children run in their
-own session (a Ctrl-C reaches them once, through here) and get SIGTERM if the supervisor dies.
+own process group (a Ctrl-C reaches them once, through here) and get SIGTERM if the supervisor dies.
 A child that dies is restarted at once, with back-off when it dies again soon after starting;
 when every start of a slot fails before serving three times in a row (a bad registry file, say),
 the supervisor stops and exits 3, as a single server would.
@@ -109,7 +109,10 @@ class Supervisor:
         env = {**os.environ, **child.env, LISTEN_FD_ENV: str(self.sock.fileno()), SLOT_ENV: str(child.index)}
         child.proc = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "serve", *self.argv],
-            env=env, pass_fds=(self.sock.fileno(),), start_new_session=True, preexec_fn=_die_with_parent,
+            # Its own process group (a Ctrl-C reaches it once, through here) but the same session:
+            # with the kernel's autogroup scheduling a new session would be a CPU group of its own,
+            # scheduled apart from the clients and processes it works with.
+            env=env, pass_fds=(self.sock.fileno(),), process_group=0, preexec_fn=_die_with_parent,
         )
         child.started = time.monotonic()
         child.restart_at = None
