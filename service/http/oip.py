@@ -139,11 +139,15 @@ def model_metadata(state: State, net: engine.Network, model: str) -> dict[str, A
     outputs += [{"name": GRAD + p.name, "datatype": _datatype(p.value.dtype), "shape": list(p.value.shape)}
                 for p in net.parameters]
     if all(i.dtype and i.shape is not None and None not in i.shape for i in net.inputs):
-        avals = state.validator.engine.output_avals(
-            net, [jax.ShapeDtypeStruct(tuple(i.shape), np.dtype(engine.dtypes.DTYPES[i.dtype]))  # type: ignore[arg-type]
-                  for i in net.inputs])
-        outputs += [{"name": VALUE + str(ref), "datatype": _datatype(a.dtype), "shape": list(a.shape)}
-                    for ref, a in zip(net.outputs, avals, strict=True)]
+        try:
+            avals = state.validator.engine.output_avals(
+                net, [jax.ShapeDtypeStruct(tuple(i.shape), np.dtype(engine.dtypes.DTYPES[i.dtype]))  # type: ignore[arg-type]
+                      for i in net.inputs])
+        except engine.GradnetError:  # declared shapes no call can have: the metadata still answers
+            avals = None
+        if avals is not None:
+            outputs += [{"name": VALUE + str(ref), "datatype": _datatype(a.dtype), "shape": list(a.shape)}
+                        for ref, a in zip(net.outputs, avals, strict=True)]
     return {"name": model, "versions": [VERSION], "platform": "gradserve", "inputs": inputs, "outputs": outputs}
 
 

@@ -316,3 +316,18 @@ def test_head_and_trailing_slash(live_server, http):
     r = http.get("/v2/")
     assert r.status_code == 404 and isinstance(r.json()["error"], str)
     assert http.get("/v2").json()["name"] == "gradserve"
+
+
+def test_metadata_of_a_network_no_call_fits(tc, http):
+    """Declared shapes that MatMul cannot take: the metadata still answers (no value/ outputs), an
+    infer is a 422 that says why."""
+    network_id = _register(http, {
+        "format": "gradnet/1", "name": "oip-misfit",
+        "inputs": [{"name": "a", "dtype": "float32", "shape": [2, 3]}, {"name": "b", "dtype": "float32", "shape": [2, 2]}],
+        "nodes": [{"name": "m", "op": "MatMul", "inputs": ["a", "b"]}], "outputs": ["m"]})
+    meta = tc.get_model_metadata(_model(network_id), headers=auth())
+    assert [o["name"] for o in meta["outputs"]] == ["grad/a", "grad/b"]
+    with pytest.raises(InferenceServerException) as info:
+        tc.infer(_model(network_id), [_input("a", X, False), _input("b", np.ones((2, 2), np.float32), False)],
+                 headers=auth())
+    assert info.value.status() == "422" and "MatMul" in info.value.message()
