@@ -34,7 +34,6 @@ from ..errors import (
     UnsupportedEncodingError,
 )
 from .numbers import loads as numbers_loads
-from .numbers import loads as numbers_loads
 
 BINARY_HEADER = "inference-header-content-length"
 

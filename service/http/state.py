@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import asynccontextmanager
 from collections.abc import Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
@@ -22,11 +22,11 @@ from engine.request import REQUESTS
 from ..auth import Authenticator
 from ..errors import DrainingError, NotReadyError, RegistryUnavailableError, UnavailableError
 from ..grad.handler import GradHandler
-from . import oip, umbridge
 from ..grad.validator import Validator
 from ..metrics import Metrics
 from ..registry import registry_from_settings
 from ..settings import Settings
+from . import oip, umbridge
 
 log = logging.getLogger("gradserve.app")
 
