@@ -185,7 +185,7 @@ def test_tritonclient_sees_the_message_and_status(hard_server, model):
 
 
 def test_the_service_is_up_after_all_of_it(hard, hard_server, model):
-    """Run last in this module: liveness, readiness and a good infer still answer."""
+    """After the bad requests above: liveness, readiness and a good infer still answer."""
     assert hard.get("/v2/health/live").status_code == 200
     assert hard.get("/v2/health/ready").json() == {"ready": True}
     r = hard.post(f"/v2/models/{model}/infer", content=orjson.dumps(_good()))
@@ -232,3 +232,12 @@ def test_a_full_queue_refuses_an_infer_before_reading_its_body(server_factory):
         holder.join(120)
         assert held and held[0].status_code == 200, held
     assert_healthy(server)
+
+
+def test_timeout_parameter_is_the_deadline(hard, model):
+    """Triton's ``timeout`` (microseconds) is the call's deadline: 1 µs has passed before the job
+    reaches a worker (504, OIP's shape); a generous one answers."""
+    _oip_error(hard.post(f"/v2/models/{model}/infer", content=orjson.dumps(_with(parameters={"timeout": 1}))),
+               504, "deadline")
+    r = hard.post(f"/v2/models/{model}/infer", content=orjson.dumps(_with(parameters={"timeout": 30_000_000})))
+    assert r.status_code == 200, r.text
