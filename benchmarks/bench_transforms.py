@@ -96,22 +96,24 @@ class Mlp:
         def loss(x, labels, ws):
             return forward([x, labels], dict(params) | dict(zip(names, ws)))[0]
 
-        def vjp_inputs(x, labels, cts):
-            _, vjp = jax.vjp(lambda x, labels: loss(x, labels, self.ws), x, labels)
+        # the weights are arguments, as in the engine's programs (a constant weight lets XLA
+        # pack it at compile time: ~10% faster here, and not the same computation)
+        def vjp_inputs(x, labels, ws, cts):
+            _, vjp = jax.vjp(lambda x, labels: loss(x, labels, ws), x, labels)
             return jax.vmap(vjp)(cts)
 
         def vjp_all(x, labels, ws, cts):
             _, vjp = jax.vjp(loss, x, labels, ws)
             return jax.vmap(vjp)(cts)
 
-        def hvp(x, labels, v):
-            return jax.jvp(jax.grad(lambda x: loss(x, labels, self.ws)), (x,), (v,))[1]
+        def hvp(x, labels, ws, v):
+            return jax.jvp(jax.grad(lambda x: loss(x, labels, ws)), (x,), (v,))[1]
 
         def scaled(grads, cts):  # a scalar loss: vjp(c_k) = c_k * vjp(1), one reverse pass
             return jax.tree.map(lambda g: cts.reshape((-1,) + (1,) * g.ndim) * g, grads)
 
-        def vjp_inputs_scaled(x, labels, cts):
-            return scaled(jax.grad(lambda x, labels: loss(x, labels, self.ws), argnums=(0, 1))(x, labels), cts)
+        def vjp_inputs_scaled(x, labels, ws, cts):
+            return scaled(jax.grad(loss, argnums=(0, 1))(x, labels, ws), cts)
 
         def vjp_all_scaled(x, labels, ws, cts):
             return scaled(jax.grad(loss, argnums=(0, 1, 2))(x, labels, ws), cts)
@@ -137,8 +139,8 @@ def in_process(m: Mlp, reps: int, rng: np.random.Generator) -> list[dict[str, An
             ours = lambda spec=spec, cts=cts: eng.run(net, spec, xs, extra=cts)  # noqa: E731
             calls = lambda one=one, cts=cts: [eng.run(net, one, xs, extra=c) for c in cts]  # noqa: E731
             if weights is None:
-                hand = lambda cts=cts: ready(m.hand_vjp_inputs(x, labels, cts))  # noqa: E731
-                scaled = lambda cts=cts: ready(m.hand_vjp_inputs_scaled(x, labels, cts))  # noqa: E731
+                hand = lambda cts=cts: ready(m.hand_vjp_inputs(x, labels, m.ws, cts))  # noqa: E731
+                scaled = lambda cts=cts: ready(m.hand_vjp_inputs_scaled(x, labels, m.ws, cts))  # noqa: E731
             else:
                 hand = lambda cts=cts: ready(m.hand_vjp_all(x, labels, m.ws, cts))  # noqa: E731
                 scaled = lambda cts=cts: ready(m.hand_vjp_all_scaled(x, labels, m.ws, cts))  # noqa: E731
@@ -159,7 +161,7 @@ def in_process(m: Mlp, reps: int, rng: np.random.Generator) -> list[dict[str, An
 
     v = rng.normal(size=x.shape).astype(np.float32)
     ours = lambda: eng.run(net, Hvp(), xs, extra=v)  # noqa: E731
-    hand = lambda: ready(m.hand_hvp(x, labels, v))  # noqa: E731
+    hand = lambda: ready(m.hand_hvp(x, labels, m.ws, v))  # noqa: E731
     close(ours().fields["hvp"], hand(), rtol=1e-4)
     t, reps_done = timed([ours, hand], reps * 3)
     rows.append({"reps": reps_done, "workload": "/hvp w.r.t. x", "k": 1, "ours_ms": t[0], "hand_ms": t[1], "calls_ms": None})
