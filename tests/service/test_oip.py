@@ -331,3 +331,34 @@ def test_metadata_of_a_network_no_call_fits(tc, http):
         tc.infer(_model(network_id), [_input("a", X, False), _input("b", np.ones((2, 2), np.float32), False)],
                  headers=auth())
     assert info.value.status() == "422" and "MatMul" in info.value.message()
+
+
+@pytest.mark.parametrize("compression", ["gzip", "deflate"])
+def test_compressed_requests(tc, http, tutorial, compression):
+    result = tc.infer(_model(tutorial), [_input("x", X, True), _input("y", Y, True)], headers=auth(),
+                      request_compression_algorithm=compression)
+    want = _grad(http, {"network_id": tutorial, "inputs": [_tensor(X), _tensor(Y)]})
+    np.testing.assert_array_equal(result.as_numpy("grad/x"), want["grad/x"])
+
+
+def test_the_asyncio_client(live_server, http, tutorial):
+    """tritonclient.http.aio (aiohttp, another HTTP stack) with binary tensors both ways."""
+    import asyncio
+
+    import tritonclient.http.aio as aio
+
+    async def call() -> np.ndarray:
+        client = aio.InferenceServerClient(live_server.url.removeprefix("http://"))
+        try:
+            assert await client.is_server_live()
+            inputs = [aio.InferInput("x", [2, 3], "FP32"), aio.InferInput("y", [3, 3], "FP32")]
+            inputs[0].set_data_from_numpy(X)
+            inputs[1].set_data_from_numpy(Y)
+            result = await client.infer(_model(tutorial), inputs, headers=auth(), parameters={"get_all": True},
+                                        outputs=[aio.InferRequestedOutput("grad/y")])
+            return result.as_numpy("grad/y")
+        finally:
+            await client.close()
+
+    want = _grad(http, {"network_id": tutorial, "inputs": [_tensor(X), _tensor(Y)], "get_all": True})
+    np.testing.assert_array_equal(asyncio.run(call()), want["grad/y"])
