@@ -88,6 +88,16 @@ def stack_calls(calls: Sequence[Call], size: int) -> tuple[list[np.ndarray], tup
     return xs, tuple(stack([c.extra[k] for c in calls], size) for k in range(len(first.extra)))  # type: ignore[index]
 
 
+def stacked_shapes(call: Call, size: int) -> tuple[list[Any], tuple[Any, ...] | None]:
+    """What :func:`stack_calls` gives for ``size`` rows of ``call``'s key, as shapes and dtypes
+    (``jax.ShapeDtypeStruct``): enough to compile the batched program, with nothing allocated."""
+    def shape(a: np.ndarray) -> Any:
+        return jax.ShapeDtypeStruct((size, *a.shape), a.dtype)
+
+    xs = [shape(x) for x in call.xs]
+    return xs, None if call.extra is None else tuple(shape(e) for e in call.extra)
+
+
 def rows(leaves: Sequence[np.ndarray], n: int) -> list[list[np.ndarray]]:
     """The first ``n`` rows of a batched program's flat outputs, per call (views, no copy)."""
     return [[leaf[i] for leaf in leaves] for i in range(n)]

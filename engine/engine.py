@@ -436,7 +436,7 @@ class Engine:
             t0 = time.perf_counter()
             spec = call.spec
             fn = TRANSFORMS[type(spec)].build(net, spec, [x.dtype for x in call.xs], self.max_elements)
-            xs, extra = batching.stack_calls([call], size)  # the shapes to compile for
+            xs, extra = batching.stacked_shapes(call, size)  # shapes only: nothing allocated
             compiled = _compile(batching.batched(fn, extra is not None), (xs, self._device_params(net, None), extra))
             took = time.perf_counter() - t0
             self._compiled.stats.compile_seconds += took

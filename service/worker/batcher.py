@@ -14,7 +14,8 @@ answers as it answers any job.
   its bucket is wanted; until it is ready, and for good if it fails to compile or to run, the
   jobs are answered :data:`ALONE`: the caller runs each one as it would without batching. So a
   request never waits for a batched compile, and a batch never fails because of batching.
-- Jobs with per-call parameter values run alone (their parameters are not shared).
+- Jobs with per-call parameter values run alone (their parameters are not shared), and so do
+  jobs of more than :attr:`Batcher.MAX_JOB_BYTES` of inputs (1 MiB: enough work of their own).
 
 Deadlines and cancellations stay the caller's: it drops what expired before it calls
 :meth:`Batcher.run`, as it does before running any job.
@@ -47,6 +48,16 @@ def signature(value: Any) -> Any:
     return value if value is None or isinstance(value, (int, float, str, bool)) else type(value).__name__
 
 
+def _nbytes(value: Any) -> int:
+    if hasattr(value, "nbytes"):
+        return int(value.nbytes)
+    if isinstance(value, (list, tuple)):
+        return sum(_nbytes(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_nbytes(v) for v in value.values())
+    return 0
+
+
 class Batcher:
     """Groups jobs and computes each group as one batched engine call (see the module docstring).
 
@@ -55,6 +66,9 @@ class Batcher:
     in :meth:`run`, for tests and callers without threads)."""
 
     MAX_FAILED = 1024
+    #: a job whose inputs and vectors hold more bytes runs alone: it has work enough of its own,
+    #: and a batch of them would stack up to max_batch_size copies
+    MAX_JOB_BYTES = 1 << 20
 
     def __init__(self, engine: Any, max_batch_size: int, *, background: bool = True) -> None:
         from engine import GradnetError, batching  # noqa: PLC0415 - the worker imports JAX late
@@ -76,7 +90,8 @@ class Batcher:
     def key(self, job: Any) -> Hashable | None:
         """Jobs of equal keys may be one batch; None: this one runs alone. ``job`` is a
         :class:`service.ipc.messages.GradJob`."""
-        if not self.enabled or job.parameters is not None:
+        if not self.enabled or job.parameters is not None or _nbytes(job.inputs) + _nbytes(job.extra) > \
+                self.MAX_JOB_BYTES:
             return None
         return (job.network_id, job.spec, signature(job.inputs), signature(job.extra))
 

@@ -222,3 +222,9 @@ def test_the_delay_waits_for_more_only_with_two_at_hand() -> None:
         assert all(m.read_result(a)[1].timing_ms["batch_wait"] == 0.0 for a in s.answers(4).values())
     finally:
         s.server.close()
+
+
+def test_a_large_job_runs_alone() -> None:
+    b = Batcher(None, 8)
+    big = job([np.zeros((Batcher.MAX_JOB_BYTES // 12 + 1, 3), np.float32)])  # just over the limit
+    assert b.key(big) is None and b.key(job()) is not None
