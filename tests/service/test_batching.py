@@ -288,3 +288,28 @@ def test_a_lone_request_never_waits_for_a_batch(server_factory: Callable[..., Li
     assert httpx.post(server.url + "/grad", json=call()[1], timeout=WAIT_S).status_code == 200
     text = httpx.get(server.url + "/metrics").text
     assert metric(text, "gradserve_batch_wait_seconds_bucket", le="1e-06") == no_wait + 1  # it did not wait
+
+
+def test_batching_in_the_inprocess_design(servers: tuple[LiveServer, LiveServer],
+                                          server_factory: Callable[..., LiveServer]) -> None:
+    """--worker-mode inprocess runs the same worker loop on a thread of the HTTP process: under
+    concurrent load its requests are batched too, each answer its own."""
+    _, plain = servers
+    server = server_factory(workers=1, queue_size=128, worker_mode="inprocess", max_batch_size=8)
+    mlp_id = register_mlp(server)
+    assert register_mlp(plain) == mlp_id
+    calls = [("/grad", {"network_id": mlp_id, "inputs": [t(f32(1, 784)), t(np.eye(10, dtype=np.float32)[[k % 10]])],
+                        "output_encoding": "b64"}) for k in range(32)]
+    want = [httpx.post(plain.url + route, json=body, timeout=WAIT_S) for route, body in calls]  # one at a time
+    for _ in range(10):  # until the batched programs are compiled and requests meet in the queue
+        with ThreadPoolExecutor(len(calls)) as pool:
+            got = list(pool.map(lambda c: httpx.post(server.url + c[0], json=c[1], timeout=WAIT_S), calls))
+        for g, w in zip(got, want):
+            assert g.status_code == w.status_code == 200, g.text
+            assert_same(g.json(), w.json(), MLP_RTOL)
+        count, alone = batch_counts(httpx.get(server.url + "/metrics").text)
+        if count > alone:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("no request was ever batched in the inprocess design")
