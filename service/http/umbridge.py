@@ -282,7 +282,11 @@ def _vector(value: Any, size: int, dtype: np.dtype, shape: tuple[int, ...], fiel
         raise UmbridgeError(f"{what} must be a flat list of numbers", field)
     if dtype.kind in "iub" and not np.array_equal(array, np.trunc(array)):
         raise UmbridgeError(f"{what} is for a {dtype_name(dtype)} tensor: its numbers must be whole", field)
-    return array.astype(dtype).reshape(shape)
+    with np.errstate(over="ignore"):
+        out = array.astype(dtype)
+    if dtype.kind == "f" and bool((np.isinf(out) & np.isfinite(array)).any()):
+        raise UmbridgeError(f"{what} has a number beyond the range of {dtype_name(dtype)}, its tensor's dtype", field)
+    return out.reshape(shape)
 
 
 def _inputs(doc: dict[str, Any], model: Model) -> list[np.ndarray]:

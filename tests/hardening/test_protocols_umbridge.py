@@ -112,6 +112,7 @@ CASES = [
     ("/Gradient", {**GRADIENT, "sens": {"0": 1.0}}, "InvalidInput", "must be a list of numbers"),
     ("/Evaluate", {"config": "fast"}, "InvalidInput", "'config' must be an object"),
     ("/Gradient", {"outWrt": 2, "sens": [0.5, 1.0]}, "InvalidInput", "int32 tensor: its numbers must be whole"),
+    ("/Evaluate", {"input": [INPUT[0], [1e300, 2.0, 3.0]]}, "InvalidInput", "beyond the range of float32"),
     # unsupported features
     ("/Evaluate", {"config": {"level": 2}}, "UnsupportedFeature", "no config"),
     ("/ApplyHessian", {**HESSIAN, "outWrt": 2}, "UnsupportedFeature", "only a float output"),
