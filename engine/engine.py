@@ -435,11 +435,22 @@ class Engine:
             nonlocal took
             t0 = time.perf_counter()
             spec = call.spec
-            fn = TRANSFORMS[type(spec)].build(net, spec, [x.dtype for x in call.xs], self.max_elements)
             xs, extra = batching.stacked_shapes(call, size)  # shapes only: nothing allocated
-            compiled = _compile(batching.batched(fn, extra is not None), (xs, self._device_params(net, None), extra))
+            args = (xs, self._device_params(net, None), extra)
+            program = None
+            if self.executables is not None:  # a batched program is shared like any other
+                program = {**xstore.program_id(net.id, to_wire(spec), call.key[2], call.key[3], self.max_elements),
+                           "batch": size}
+                found = self._load_stored(program, args)
+                if found is not None:
+                    took = time.perf_counter() - t0
+                    return found
+            fn = TRANSFORMS[type(spec)].build(net, spec, [x.dtype for x in call.xs], self.max_elements)
+            compiled = _compile(batching.batched(fn, extra is not None), args, keep_unused=program is not None)
             took = time.perf_counter() - t0
             self._compiled.stats.compile_seconds += took
+            if program is not None:
+                self._store(program, compiled, args)
             return compiled
 
         compiled, hit = self._compiled.get_or_create((*call.key, ("batch", size)), compile_now)

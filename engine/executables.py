@@ -113,9 +113,13 @@ def entry_key(program: dict[str, Any], env: dict[str, str]) -> str:
 
 
 def engine_key(program: dict[str, Any], from_wire: Any) -> tuple[Any, ...]:
-    """The engine's in-memory key of a stored program (as :meth:`engine.Engine.run` builds it)."""
-    return (program["network_id"], from_wire(_frozen(program["spec"])), _frozen(program["inputs"]),
-            _frozen(program["extra"]))
+    """The engine's in-memory key of a stored program (as :meth:`engine.Engine.run` builds it;
+    a batched program's, ``program["batch"]`` rows, as the batches build theirs)."""
+    key = (program["network_id"], from_wire(_frozen(program["spec"])), _frozen(program["inputs"]),
+           _frozen(program["extra"]))
+    if program.get("batch") is not None:
+        key = (*key, ("batch", int(program["batch"])))
+    return key
 
 
 # -- the output tree as JSON -----------------------------------------------------------------------

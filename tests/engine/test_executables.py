@@ -177,3 +177,28 @@ def test_the_output_tree_round_trips_through_json():
         assert x.treedef_from_json(doc) == treedef
     with pytest.raises(x.EntryError):
         x.treedef_from_json({"pickle": "x"})
+
+
+def test_batched_programs_are_stored_loaded_and_preloaded():
+    net, xs = _tutorial()
+    spec = GradOperation(get_all=True)
+    rng = np.random.default_rng(0)
+    rows = [[rng.standard_normal(x.shape).astype(x.dtype) for x in xs] for _ in range(3)]
+    store = DictStore()
+    first = engine.Engine(executables=store)
+    calls = [first.prepare(net, spec, r) for r in rows]
+    cold = first.run_batch(net, calls, 4)
+    assert store.puts == 1 and first.stats["compile_seconds"] > 0
+
+    second = engine.Engine(executables=store)  # loads the batched program when it is first needed
+    warm = second.run_batch(net, [second.prepare(net, spec, r) for r in rows], 4)
+    assert second.stats["loaded"] == 1 and second.stats["compile_seconds"] == 0.0
+    third = engine.Engine(executables=store)  # or preloads it, as a starting worker does
+    assert third.preload(next(iter(store.entries.values())))
+    calls3 = [third.prepare(net, spec, r) for r in rows]
+    assert third.batch_compiled(calls3[0], 4) and not third.batch_compiled(calls3[0], 2)
+    pre = third.run_batch(net, calls3, 4)
+    assert third.stats["compile_seconds"] == 0.0
+    for a, b, c in zip(cold, warm, pre):
+        _same(a.gradients, b.gradients)
+        _same(a.gradients, c.gradients)
