@@ -14,8 +14,10 @@ The goal (issue 14.3): with batching, c=64 req/s >= 1.5x the same run's req/s wi
 ``GRADSERVE_MAX_BATCH_SIZE=1``. The ratio is the median of the per-round ratios. The mean batch
 size of each round comes from the server's ``gradserve_batch_size`` histogram.
 
+``--delay-us N`` adds a third server, batching with ``--batch-delay-us N``, to the same rounds.
+
 Needs ``wrk`` on PATH. Usage: ``python benchmarks/bench_batching.py [--rounds 5] [--duration 5]
-[--worker-mode process] [--json out.json]``.
+[--worker-mode process] [--delay-us 0] [--json out.json]``.
 """
 
 from __future__ import annotations
@@ -63,10 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="rounds (each: c=64 and c=1 on both servers)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--worker-mode", default="process", help="the servers' --worker-mode")
+    parser.add_argument("--delay-us", type=int, default=0,
+                        help="also a third server, batching with this --batch-delay-us (0: none)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         sys.exit("wrk is not on PATH: apt-get install wrk")
+    sides = dict(SIDES)
+    if args.delay_us:
+        sides["delay"] = {"--batch-delay-us": str(args.delay_us)}
 
     mlp = json.loads((FIXTURES / "mlp.json").read_text())["network"]
     rng = np.random.default_rng(0)
@@ -80,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     loads = [load_average()]
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            for side, flags in SIDES.items():
+            for side, flags in sides.items():
                 port = free_port()
                 urls[side] = f"http://127.0.0.1:{port}"
                 extra = [a for kv in flags.items() for a in kv]
@@ -97,10 +104,12 @@ def main(argv: list[str] | None = None) -> int:
                                timeout=120).raise_for_status()
             # the batching server's batched programs, one per bucket, compiled in the background
             for _ in range(3):
-                wrk(urls["batching"] + "/grad", bodies["batching"], args.connections, 3, headers)
+                for side in sides:
+                    if side != "off":
+                        wrk(urls[side] + "/grad", bodies[side], args.connections, 3, headers)
                 time.sleep(3)
             for r in range(args.rounds):
-                order = list(SIDES) if r % 2 == 0 else list(SIDES)[::-1]
+                order = list(sides) if r % 2 == 0 else list(sides)[::-1]
                 got: dict = {"load_average": load_average()}
                 for conns in (args.connections, 1):
                     for side in order:
@@ -125,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     c = args.connections
     ratios = [g[f"batching_c{c}"]["rps"] / g[f"off_c{c}"]["rps"] for g in rounds]
     p50_ratios = [g["batching_c1"]["p50_ms"] / g["off_c1"]["p50_ms"] for g in rounds]
+    delay_ratios = [g[f"delay_c{c}"]["rps"] / g[f"off_c{c}"]["rps"] for g in rounds] if args.delay_us else []
     print(f"{args.rounds} rounds of {args.duration} s per wrk run, --worker-mode {args.worker_mode}; "
           f"load average {min(loads):.2f}–{max(loads):.2f} (start {loads[0]:.2f}, end {loads[-1]:.2f})\n")
     print("| run | req/s (median) | req/s range | p50 ms (median) | p99 ms (median) | mean batch | non-2xx |")
@@ -141,9 +151,13 @@ def main(argv: list[str] | None = None) -> int:
           f"goal >= 1.5: {'met' if median >= 1.5 else 'NOT met'}")
     print(f"c=1 p50, batching / off: median {statistics.median(p50_ratios):.2f} "
           f"(rounds {min(p50_ratios):.2f}–{max(p50_ratios):.2f})")
+    if delay_ratios:
+        print(f"c={c} req/s, --batch-delay-us {args.delay_us} / off: median {statistics.median(delay_ratios):.2f} "
+              f"(rounds {min(delay_ratios):.2f}–{max(delay_ratios):.2f})")
     if args.json:
         args.json.write_text(json.dumps({"rounds": rounds, "load_average": loads, "ratios": ratios,
-                                         "c1_p50_ratios": p50_ratios, "duration_s": args.duration,
+                                         "c1_p50_ratios": p50_ratios, "delay_ratios": delay_ratios,
+                                         "delay_us": args.delay_us, "duration_s": args.duration,
                                          "worker_mode": args.worker_mode}, indent=2))
     return 0
 
