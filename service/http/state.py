@@ -79,6 +79,11 @@ class State:
         from ..pool import WorkerPool  # noqa: PLC0415 - spawns processes: only when serving
 
         await run_in_threadpool(self.registry.open)
+        # a warm start (issue 17.5): the hot networks parsed and validated while the worker starts
+        from ..registry.executables import warm_server  # noqa: PLC0415
+
+        self._warming = asyncio.ensure_future(run_in_threadpool(warm_server, self.settings, self.registry,
+                                                                self.validator))
         self.pool = WorkerPool(self.settings, on_event=self._on_pool_event, launcher=self.launcher)
         self.metrics.watch_pool(self.pool.snapshot)
         try:

@@ -134,6 +134,14 @@ class Registry:
             raise _not_found(namespace, network_id)
         return bytes(row[0])
 
+    def namespaces_of(self, network_id: str) -> list[str]:
+        """The namespaces that have this network registered (the server's warm-up, which knows
+        ids from the executable store but not who registered them)."""
+        rows = self._transaction(lambda execute: execute(
+            f"SELECT namespace FROM registrations WHERE network_id = {self._p} ORDER BY namespace",
+            (network_id,)).fetchall())
+        return [row[0] for row in rows]
+
     def list(self, namespace: str) -> list[dict[str, Any]]:
         """The signatures of this namespace's networks, oldest first."""
         rows = self._transaction(lambda execute: execute(

@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 log = logging.getLogger("gradserve.executables")
 
 #: entries kept; past it the least recently used are removed
@@ -59,6 +61,54 @@ def open_store(config: dict[str, Any] | None) -> Any:
     if config["kind"] == "postgres":
         return PostgresStore(config["url"])
     return DirectoryStore(config["path"])
+
+
+def warm_server(settings: Any, registry: Any, validator: Any) -> int:
+    """The server's side of a warm start: the networks of the store's most recently used
+    programs parsed into the registry's LRU (for every namespace that has them) and evaluated
+    abstractly by the validator at the programs' input shapes, so that a restarted server's (or
+    an added replica's) first call by id is not slowed by the parse and the server's first JAX
+    trace. The worker preloads the programs themselves. Returns how many (network, namespace)
+    pairs were warmed; a failure only leaves the rest cold."""
+    import numpy as np  # noqa: PLC0415
+
+    from engine.executables import EntryError, read_header  # noqa: PLC0415
+
+    limit = int(getattr(settings, "warm_programs", 0) or 0)
+    store = open_store(settings_config(settings)) if limit > 0 else None
+    if store is None:
+        return 0
+    warmed, seen = 0, set()
+    deadline = time.monotonic() + 30.0
+    try:
+        entries = store.recent(limit)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("executable store unreadable, the server starts cold: %s", exc)
+        return 0
+    finally:
+        closer = getattr(store, "close", None)
+        if closer is not None:
+            closer()
+    for data in entries:
+        if time.monotonic() > deadline:
+            break
+        try:
+            program = read_header(data)[0]["program"]
+            key = (program["network_id"], orjson.dumps(program["inputs"]))
+            if key in seen:
+                continue
+            seen.add(key)
+            shapes = [(tuple(shape), np.dtype(dtype)) for shape, dtype in program["inputs"]]
+            for namespace in registry.namespaces_of(program["network_id"]):
+                net = registry.get(namespace, program["network_id"])
+                validator.engine.output_avals(net, [np.empty(shape, dtype) for shape, dtype in shapes])
+                warmed += 1
+        except (EntryError, KeyError, TypeError, ValueError) as exc:
+            log.info("executable store entry not warmed: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - a registry error, a network that no longer parses
+            log.warning("executable store entry not warmed: %s: %s", type(exc).__name__, exc)
+    log.info("warm start: %d registered network(s) parsed and evaluated from the executable store", warmed)
+    return warmed
 
 
 class DirectoryStore:

@@ -1,7 +1,7 @@
 """Warm replicas on a shared PostgreSQL registry (issue 17.5): with ``executable_store=registry``
 the compiled programs live in the registry's database, so a server (a replica) started after
-another compiled a network takes its first /grad on it without compiling; a deleted network is
-not warmed up any more. Real servers, the tests' own PostgreSQL (tests/support/postgres.py)."""
+another compiled a network takes its first /grad on it without compiling (and its server side
+has the network parsed and validated at start); a deleted network is not warmed up any more. Real servers, the tests' own PostgreSQL (tests/support/postgres.py)."""
 
 from __future__ import annotations
 
@@ -46,8 +46,11 @@ def test_a_replica_started_later_is_warm_from_the_registry(server_factory, postg
         assert warm["gradients"] == cold["gradients"]
         assert c.delete(f"/networks/{network_id}").status_code == 204
     two.stop()
+    # the server's side too: the network parsed and evaluated by the validator at start
+    assert "warm start: 1 registered network(s) parsed and evaluated" in two.log()
 
     three = server_factory(registry_url=postgres_url, executable_store="registry")
     with three.client() as c:  # its program is still stored, but nobody can call it: not warmed
         assert _metric(c, "gradserve_compile_cache_loaded_total") == 0
     three.stop()
+    assert "warm start: 0 registered network(s)" in three.log()
