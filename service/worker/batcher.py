@@ -24,6 +24,7 @@ Deadlines and cancellations stay the caller's: it drops what expired before it c
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable, Hashable, Sequence
@@ -177,6 +178,12 @@ class Batcher:
 
     def _compile_loop(self) -> None:
         assert self._queue is not None
+        # Nobody waits for these compiles: the lowest CPU priority (this thread only, and the
+        # LLVM threads it starts), so that the jobs computing meanwhile win the cores.
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # Linux: a thread id is a task
+        except (AttributeError, OSError):
+            pass
         while True:
             net, call, size = self._queue.get()
             try:
