@@ -1,4 +1,5 @@
-"""Dynamic batching against real servers (issue 14.1, API.md section 9).
+"""Dynamic batching against real servers (issue 14.1, API.md section 9). (Not test_batching.py:
+tests/engine/test_batching.py has that basename, and the tests directories are not packages.)
 
 The worker is held with SIGSTOP while a round of requests is sent, so that they are all queued
 on it when it goes on (as under load, deterministically); then it computes them in batches. The
