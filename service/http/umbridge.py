@@ -383,6 +383,7 @@ class UmbridgeHandler(GradHandler):
         self.metrics.observe_grad({"queue": worker.get("queue", 0.0), "compile": worker.get("compile", 0.0),
                                    "compute": worker.get("compute", 0.0), "decode": decode_ms, "encode": 0.0},
                                   compiled=not result.cache_hit)
+        self.metrics.observe_batch(worker)
         return result
 
     async def _evaluate(self, model: Model, doc: dict[str, Any], arrived: float, admission: Admission | None,
