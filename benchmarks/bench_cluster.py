@@ -1,8 +1,10 @@
 """Issue 17's figures: warm replicas (point 5) and the Ray Serve ingress (point 6).
 
 ``warm``: what the first ``/grad`` on a known network costs a server that starts after another
-computed it, against a cold start. Per round, three fresh ``gradserve serve`` processes on the
-same directories, each asked the MLP (get_by_list) and the tutorial once, first thing:
+computed it, against a cold start. Per round, the MLP and the tutorial are registered (by a
+server of their own), then five fresh ``gradserve serve`` processes start one after the other on
+the same registry file and directories, each asked the MLP (get_by_list) and the tutorial by
+``network_id`` once, first thing:
 
 - **cold**: an empty XLA cache (``--compile-cache-dir``), no executable store: the compile;
 - **xla**: that XLA cache warm: tracing and lowering again;
@@ -91,14 +93,29 @@ def stop(proc: subprocess.Popen) -> None:
 # -- warm replicas ---------------------------------------------------------------------------------
 
 
-def first_calls(flags: list[str], registry: Path) -> dict[str, dict[str, float]]:
+def register(registry: Path) -> dict[str, dict[str, Any]]:
+    """The two networks registered (by a server of its own, stopped after): the bodies by id."""
+    port = free_port()
+    proc = start_serve(port, registry)
+    bodies = {}
+    try:
+        for name, request in (("mlp", _mlp()), ("tutorial", _tutorial())):
+            r = httpx.post(f"http://127.0.0.1:{port}/networks", json=request["network"], timeout=120)
+            r.raise_for_status()
+            bodies[name] = {k: v for k, v in request.items() if k != "network"} | {"network_id": r.json()["network_id"]}
+    finally:
+        stop(proc)
+    return bodies
+
+
+def first_calls(flags: list[str], registry: Path, bodies: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     """A fresh server's first /grad on each network: worker timing and client wall time (ms)."""
     port = free_port()
     proc = start_serve(port, registry, *flags)
     out = {}
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as c:
-            for name, body in (("mlp", _mlp()), ("tutorial", _tutorial())):
+            for name, body in bodies.items():
                 t0 = time.perf_counter()
                 r = c.post("/grad", json=body)
                 wall = (time.perf_counter() - t0) * 1e3
@@ -106,7 +123,7 @@ def first_calls(flags: list[str], registry: Path) -> dict[str, dict[str, float]]
                 timing = r.json()["timing_ms"]
                 out[name] = {"compile_ms": timing["compile"], "compute_ms": timing["compute"], "wall_ms": wall,
                              "decode_ms": timing["decode"], "queue_ms": timing["queue"]}
-            for name, body in (("mlp", _mlp()), ("tutorial", _tutorial())):  # the same call, warm
+            for name, body in bodies.items():  # the same call, warm
                 t0 = time.perf_counter()
                 c.post("/grad", json=body).raise_for_status()
                 out[name]["again_wall_ms"] = (time.perf_counter() - t0) * 1e3
@@ -122,12 +139,13 @@ def bench_warm(rounds: int) -> dict[str, Any]:
             tmp_path = Path(tmp)
             xla, store = tmp_path / "xla", tmp_path / "executables"
             registry = tmp_path / "registry.sqlite3"
+            bodies = register(registry)
             row = {
-                "cold": first_calls(["--compile-cache-dir", str(xla)], registry),
-                "xla": first_calls(["--compile-cache-dir", str(xla)], registry),
-                "cold_store": first_calls(["--executable-store", str(store)], registry),  # compiles, writes
-                "store": first_calls(["--executable-store", str(store)], registry),
-                "load": first_calls(["--executable-store", str(store), "--warm-programs", "0"], registry),
+                "cold": first_calls(["--compile-cache-dir", str(xla)], registry, bodies),
+                "xla": first_calls(["--compile-cache-dir", str(xla)], registry, bodies),
+                "cold_store": first_calls(["--executable-store", str(store)], registry, bodies),  # compiles, writes
+                "store": first_calls(["--executable-store", str(store)], registry, bodies),
+                "load": first_calls(["--executable-store", str(store), "--warm-programs", "0"], registry, bodies),
             }
         runs.append(row)
         print(f"warm round {k + 1}/{rounds}: " + json.dumps(row), flush=True)
