@@ -318,6 +318,9 @@ class WorkerPool:
                 done = sum(1 for s in self._slots if s.ever_ready)
                 raise NotReadyError(f"the engine workers are starting ({done} of {len(self._slots) or '?'} ready)")
             raise NotReadyError("no engine worker is ready: they are restarting")
+        # a hung worker (its heartbeat unanswered, nobody waiting on what it computes) gets a job
+        # only when every worker is hung: it would sit behind that compute
+        candidates = [p for p in candidates if not self._hung(p, now)] or candidates
         loads = [p.load for p in candidates]
         chosen = scheduling.pick(loads, [job.network_id in p.networks for p in candidates],
                                  self.settings.queue_size, self.affinity_slack)

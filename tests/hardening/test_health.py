@@ -10,7 +10,7 @@ import signal
 import time
 
 import httpx
-from hardening_helpers import Background, assert_healthy, poll, slow_request
+from hardening_helpers import Background, assert_healthy, poll, slow_request, tutorial_request
 
 
 def test_ready_is_503_while_every_queue_place_is_held(server_factory):
@@ -88,3 +88,20 @@ def test_a_long_compute_someone_waits_for_is_busy_not_hung(server_factory):
             time.sleep(0.2)
         assert busy.result().status_code == 200
         assert len(statuses) >= 10 and set(statuses) == {200}, statuses
+
+
+def test_jobs_go_around_a_hung_worker(server_factory):
+    """Two workers; worker 0 holds the tutorial network (affinity) and then hangs in a compute
+    whose caller got 504. The next tutorial /grad goes to worker 1 instead of waiting behind
+    that compute (before: affinity sent it to worker 0, where it waited for the compute)."""
+    server = server_factory(workers=2, worker_hang_s=1, timeout_ms=120_000)
+    request = slow_request(depth=160, name="hung-one")
+    with server.client(timeout=120) as c:
+        assert c.post("/grad", json=tutorial_request()).status_code == 200  # worker 0 (idle, lowest slot)
+        assert c.post("/grad", json=request).status_code == 200  # worker 0 again (affinity slack)
+        assert c.post("/grad", json={**request, "timeout_ms": 300}).status_code == 504  # worker 0 computes on
+        time.sleep(2.5)  # past worker_hang_s
+        assert c.get("/health/ready").status_code == 200  # worker 1 can take work
+        assert c.post("/grad", json=tutorial_request()).status_code == 200
+        # answered while worker 0 is still in its compute: so by worker 1
+        assert 'gradserve_worker_queue_depth{worker="0"} 1.0' in c.get("/metrics").text
