@@ -17,6 +17,7 @@ import base64
 import http.client
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -198,11 +199,15 @@ def _serving_child(children: list[int], server_port: int, client_port: int) -> i
         return None
     for pid in children:
         try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
-                    return pid
+            fds = os.listdir(f"/proc/{pid}/fd")
         except OSError:
             continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                    return pid
+            except OSError:  # closed since the listing
+                continue
     return None
 
 
@@ -215,6 +220,9 @@ def test_sigkill_of_a_serving_process_fails_only_its_requests_and_the_supervisor
             network_id = c.post("/networks", json=request["network"]).json()["network_id"]
         body = orjson.dumps({"network_id": network_id, "inputs": request["inputs"]})
         children = poll(lambda: _children(server.pid), lambda ch: len(ch) == 2, timeout=30, what="two children")
+        # both have their engine ready (each logs its own "worker 0 ready (pid <its pid>")
+        poll(lambda: {int(p) for p in re.findall(r"worker 0 ready \(pid (\d+)", server.log())},
+             lambda ready: set(children) <= ready, timeout=120, what="both children to be ready")
 
         def call(conn: http.client.HTTPConnection) -> tuple[int | None, str]:
             try:
@@ -225,12 +233,23 @@ def test_sigkill_of_a_serving_process_fails_only_its_requests_and_the_supervisor
             except (OSError, http.client.HTTPException) as exc:
                 return None, type(exc).__name__
 
-        conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=120) for _ in range(8)]
-        for cn in conns:
-            cn.connect()
-        owners = poll(lambda: [_serving_child(children, port, cn.sock.getsockname()[1]) for cn in conns],
-                      lambda o: None not in o and len(set(o)) == 2, timeout=30,
-                      what="both children to accept some of the eight connections")
+        # Four connections on each child: while one is stopped (SIGSTOP) the other accepts them all.
+        # (Used within a second: the server closes a connection idle for --idle-timeout-s.)
+        conns: list[http.client.HTTPConnection] = []
+        owners: list[int] = []
+        for accepting, stopped in ((children[0], children[1]), (children[1], children[0])):
+            os.kill(stopped, signal.SIGSTOP)
+            try:
+                for _ in range(4):
+                    cn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                    cn.connect()
+                    owner = poll(lambda cn=cn: _serving_child(children, port, cn.sock.getsockname()[1]),
+                                 lambda o: o is not None, timeout=10, what="the connection to be accepted")
+                    assert owner == accepting, (owner, accepting)
+                    conns.append(cn)
+                    owners.append(owner)
+            finally:
+                os.kill(stopped, signal.SIGCONT)
         results: list[Any] = [None] * len(conns)
 
         def run(i: int) -> None:
