@@ -236,7 +236,11 @@ class GradHandler:
         if pool is None:
             raise NotReadyError("the engine workers are not started")
         submitted = pool.submit(job, lambda: net.to_json("b64"), admission)
-        result: JobResult = await (submitted if receive is None else _unless_gone(submitted, receive))
+        try:
+            result: JobResult = await (submitted if receive is None else _unless_gone(submitted, receive))
+        except engine.GradnetError as exc:  # a large network's check was the worker's (validator.py)
+            validator.worker_error(net, exc)
+            raise
         return result, decode_ms
 
     async def _network(self, namespace: str, parsed: http_body.Body, big: bool) -> engine.Network:

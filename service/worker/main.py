@@ -107,11 +107,33 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - a cold start, not a failed one
             print(f"gradserve worker: executable store unreadable, starting cold: {exc}", file=sys.stderr)
             return 0
+        network_ids: list[str] = []
         for data in entries:
             if time.monotonic() > deadline:
                 break
             loaded += self.engine.preload(data)
+            network_ids.append(_entry_network(data))
+        self._warm_networks([i for i in dict.fromkeys(network_ids) if i], deadline)
         return loaded
+
+    def _warm_networks(self, network_ids: list[str], deadline: float) -> None:
+        """Parse the preloaded programs' networks (still registered) from the registry, so that
+        the first job for one needs no document: the hello tells the pool we hold them."""
+        from service.registry.executables import registry_documents  # noqa: PLC0415
+
+        for network_id, document in registry_documents(self.config.get("executable_store"), network_ids):
+            if time.monotonic() > deadline:
+                break
+            try:
+                import orjson  # noqa: PLC0415
+
+                net = self.engine_mod.parse_network(orjson.loads(document), max_nodes=self.config["max_nodes"],
+                                                    max_elements=self.config["max_elements"])
+            except Exception as exc:  # noqa: BLE001 - it then comes with its first job
+                print(f"gradserve worker: network {network_id} not pre-parsed: {exc}", file=sys.stderr)
+                continue
+            if net.id == network_id:  # as the server names it; else the job brings its document
+                self.networks.put(network_id, net)
 
     def hello(self) -> None:
         import jax  # noqa: PLC0415
@@ -124,6 +146,7 @@ class Worker:
             "devices": [str(d) for d in jax.devices()],
             "jax": jax.__version__,
             "cache_stats": self.engine.stats,
+            "networks": self.networks.keys(),  # parsed by the warm-up: the pool sends these by reference
         }))
 
     def network(self, job: m.GradJob) -> tuple[Any, list[str]]:
@@ -346,6 +369,16 @@ class Worker:
 _WARM_UP_S = 30.0
 
 
+def _entry_network(data: bytes) -> str:
+    """The network id an executable-store entry's program names ("" if unreadable)."""
+    try:
+        from engine.executables import read_header  # noqa: PLC0415
+
+        return str(read_header(data)[0]["program"]["network_id"])
+    except Exception:  # noqa: BLE001 - a damaged entry: preload skipped it too
+        return ""
+
+
 def _executable_store(config: Any) -> Any:
     """The worker's executable store (service/registry/executables.py), or None."""
     if not config:
@@ -384,7 +417,8 @@ class _CompileBudget:
         self.lock = threading.Lock()
         self.running: dict[int, tuple[Any, float]] = {}  # job id -> (key, compile start)
         self.answered: set[int] = set()  # jobs failed by the budget while their compile went on
-        self.queue: Any = None
+        self.queue: Any = None  # the compile thread's
+        self.checks: Any = None  # the check thread's (large networks)
 
     def key(self, job: m.GradJob) -> Any:
         return (job.network_id, _signature(job.spec), _signature(job.inputs), _signature(job.parameters),
@@ -396,10 +430,21 @@ class _CompileBudget:
         key = self.key(job)
         if key in self.warm:
             return False
+        nodes = len(getattr(net, "nodes", ()))
+        if nodes >= CHECK_NODES and key not in self.failed:
+            # The server left this network's abstract evaluation to us (service/grad/validator.py):
+            # the check thread does it, then the estimate and the compile, as below.
+            self._thread("checks", self._check_loop).put((job_id, job, sent_at, net, evicted, key, nodes))
+            return True
+        self._refuse_or_compile(job_id, job, sent_at, net, evicted, key, nodes)
+        return True
+
+    def _refuse_or_compile(self, job_id: int, job: m.GradJob, sent_at: float, net: Any, evicted: list[str],
+                           key: Any, nodes: int) -> None:
+        """Answer a remembered failure or an estimate over budget, or queue the compile."""
         worker = self.worker
         errors = worker.engine_mod.errors
         why = self.failed.get(key)
-        nodes = len(getattr(net, "nodes", ()))
         if why is None and self.timeout_s is not None:
             estimate = self.per_node * nodes**self.EXPONENT
             if estimate > self.timeout_s:
@@ -409,14 +454,46 @@ class _CompileBudget:
         if why is not None:
             worker.send(m.error(job_id, errors.CompileError.__name__, why, job.network_path.rstrip(".") or None,
                                 worker.engine.stats, evicted))
-            return True
-        if self.queue is None:
-            import queue  # noqa: PLC0415
+            return
+        self._thread("queue", self._compile_loop).put((job_id, job, sent_at, net, evicted, key, nodes))
 
-            self.queue = queue.SimpleQueue()
-            threading.Thread(target=self._compile_loop, name="compile", daemon=True).start()
-        self.queue.put((job_id, job, sent_at, net, evicted, key, nodes))
-        return True
+    def _thread(self, attr: str, loop: Any) -> Any:
+        """The queue of the thread that runs ``loop`` (started on first use)."""
+        with self.lock:
+            q = getattr(self, attr)
+            if q is None:
+                import queue  # noqa: PLC0415
+
+                q = queue.SimpleQueue()
+                setattr(self, attr, q)
+                threading.Thread(target=loop, name=attr, daemon=True).start()
+        return q
+
+    def _check_loop(self) -> None:
+        """The check of large networks (:data:`CHECK_NODES` nodes or more), off the main thread:
+        ``Engine.check_run``, the server's validator's own check, so a bad network gets the same
+        422 naming its node as a small one gets from the server. Tracing 3,000 nodes holds the
+        GIL for seconds: done in the server it stalled every warm request there (issue 12.2);
+        here it yields to the warm path as the compile thread does."""
+        worker = self.worker
+        _yield_to_the_warm_path()
+        while True:
+            job_id, job, sent_at, net, evicted, key, nodes = self.checks.get()
+            if job.deadline and time.monotonic() > job.deadline:
+                worker.send(m.expired(job_id, worker.engine.stats))
+                continue
+            try:
+                worker.engine.check_run(net, worker.spec(job), job.inputs, parameters=job.parameters,
+                                        extra=job.extra)
+            except worker.engine_mod.GradnetError as exc:
+                worker.send(m.error(job_id, type(exc).__name__, exc.message, exc.path, worker.engine.stats, evicted))
+                continue
+            except Exception as exc:  # noqa: BLE001 - the thread must go on
+                traceback.print_exc()
+                worker.send(m.error(job_id, m.INTERNAL, f"the engine failed: {type(exc).__name__}: {exc}", None,
+                                    worker.engine.stats, evicted))
+                continue
+            self._refuse_or_compile(job_id, job, sent_at, net, evicted, key, nodes)
 
     def _remember(self, key: Any, why: str) -> None:
         with self.lock:
@@ -474,6 +551,12 @@ class _CompileBudget:
             self._remember(key, why)
             self.worker.send(m.error(job_id, "CompileError", why, None, self.worker.engine.stats, []))
 
+
+#: networks of this many nodes or more are checked (abstract evaluation) in the worker, on its
+#: check thread, not in the server: tracing costs ~0.6 ms of GIL per node (3,000 nodes held the
+#: server's GIL 1.75 s, stalling its warm requests, issue 12.2); a smaller network's check stays
+#: in the server, where a bad call costs no worker time
+CHECK_NODES = 256
 
 #: the GIL switch interval while a compile thread exists (Python's default is 5 ms)
 COMPILE_SWITCH_S = 0.0005

@@ -69,3 +69,33 @@ def test_over_budget_compiles_fail_with_422_and_are_remembered(server_factory, f
         # warm work goes on meanwhile
         assert c.post("/grad", json=tutorial_request()).status_code == 200
     assert_healthy(server)
+
+
+def _bad_chain(nodes: int, at: int) -> dict:
+    """A chain of ``nodes`` Tanh with an Add of mismatched shapes at ``nodes[at]``."""
+    ops = [{"name": f"t{i}", "op": "Tanh", "inputs": [f"t{i - 1}" if i else "x"]} for i in range(nodes)]
+    ops.insert(at, {"name": "bad", "op": "Add", "inputs": [f"t{at - 1}", "y"]})
+    ops[at + 1]["inputs"] = ["bad"]
+    net = {"format": "gradnet/1", "name": f"bad{nodes}", "inputs": [{"name": "x"}, {"name": "y"}], "nodes": ops,
+           "outputs": [f"t{nodes - 1}"]}
+    return {"network": net, "inputs": [{"dtype": "float32", "shape": [4], "data": [0.1, 0.2, 0.3, 0.4]},
+                                       {"dtype": "float32", "shape": [3], "data": [1, 2, 3]}]}
+
+
+def test_a_bad_large_network_gets_the_same_422_from_the_worker_check(server_factory):
+    """A network of CHECK_NODES nodes or more is evaluated by the worker's check thread, not the
+    server (issue 12.2: its trace held the server's GIL for seconds): its error is the one the
+    server's validator gives a small network, the node named; the estimate (compile_timeout_s
+    1.5 turns away a good 3,000-node chain) does not hide it."""
+    from service.worker.main import CHECK_NODES
+
+    server = server_factory(workers=1, timeout_ms=120_000, compile_timeout_s=1.5)
+    with server.client(timeout=120) as c:
+        small = error_of(c.post("/grad", json=_bad_chain(8, 2)), 422, "shape_mismatch")
+        assert "node 'bad' (Add)" in small["message"], small
+        for nodes, at in ((CHECK_NODES + 44, CHECK_NODES - 6), (3000, 2500)):
+            err = error_of(c.post("/grad", json=_bad_chain(nodes, at)), 422, "shape_mismatch")
+            assert err["message"] == small["message"].replace("t1,", f"t{at - 1},"), (err, small)
+            assert err["path"] == small["path"].replace("nodes[2]", f"nodes[{at}]"), (err, small)
+        assert c.post("/grad", json=tutorial_request()).status_code == 200
+    assert_healthy(server)

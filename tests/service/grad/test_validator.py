@@ -81,3 +81,34 @@ def test_inputs_are_bound_by_name_and_checked(validator: Validator) -> None:
     assert [a.shape for a in validator.bind_inputs(NET, {"y": Y, "x": X})] == [(2, 3), (3, 4)]
     with pytest.raises(engine.ArgumentError):
         validator.bind_inputs(NET, [X])
+
+
+def test_a_large_network_is_not_evaluated_in_the_server(validator: Validator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12.2: tracing a 3,000-node network held the server's GIL 1.75 s, stalling every warm
+    request. From CHECK_NODES nodes on, the server binds the inputs and checks the parameters only;
+    the worker's check thread runs the abstract evaluation (tests/hardening/test_compile_budget.py)."""
+    from service.worker.main import CHECK_NODES
+
+    nodes = [{"name": f"t{i}", "op": "Tanh", "inputs": [f"t{i - 1}" if i else "x"]} for i in range(CHECK_NODES)]
+    big = engine.parse_network({
+        "format": "gradnet/1", "name": "big", "inputs": [{"name": "x"}],
+        "parameters": [{"name": "w", "value": {"dtype": "float32", "shape": [3], "data": [1, 2, 3]}}],
+        "nodes": nodes, "outputs": [f"t{CHECK_NODES - 1}"],
+    })
+    small = engine.parse_network({**{"format": "gradnet/1", "name": "small", "inputs": [{"name": "x"}]},
+                                  "nodes": nodes[:CHECK_NODES - 1], "outputs": [f"t{CHECK_NODES - 2}"]})
+    evaluated: list[str] = []
+    evaluate = validator.engine.output_avals
+    monkeypatch.setattr(validator.engine, "output_avals",
+                        lambda net, xs: evaluated.append(net.name) or evaluate(net, xs))
+    x = [np.ones(3, np.float32)]
+    assert validator.knows(big, x) and not validator.knows(small, x)
+    validator.validate(big, x, call())
+    validator.validate(big, x, call(sens=np.ones(2, np.float32)))  # a bad sens: the worker says so
+    validator.validate(small, x, call())
+    assert evaluated == ["small"]
+    # the cheap checks stay here
+    with pytest.raises(engine.GradnetError):
+        validator.validate(big, x, call(parameters={"w": np.ones(4, np.float32)}))
+    with pytest.raises(engine.GradnetError):
+        validator.validate(big, x, call(parameters={"nope": np.ones(3, np.float32)}))
