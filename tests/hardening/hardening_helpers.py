@@ -1,15 +1,16 @@
 """Shared by the hardening tests: the tutorial request, a health check that proves the service still
 works after an attack, polling with deadlines (never a sleep as an assertion), RSS, a background
-request, networks slow to compute. (Raw-socket requests: ``tests.support.raw_http``.)"""
+request, networks slow to compute, a worker held by one. (Raw-socket requests: ``tests.support.raw_http``.)"""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,7 +18,7 @@ import httpx
 import numpy as np
 
 from tests.support import FIXTURES
-from tests.support.api_contract import decode_response
+from tests.support.api_contract import decode_response, metric
 
 T = TypeVar("T")
 
@@ -123,6 +124,34 @@ def slow_network(depth: int = 24, n: int = 1000, name: str = "slow") -> dict[str
         prev = f"m{i}"
     nodes.append({"name": "s", "op": "ReduceSum", "inputs": [prev]})
     return {"format": "gradnet/1", "name": name, "inputs": [{"name": "x"}], "nodes": nodes, "outputs": ["s"]}
+
+
+def matmul_chain(depth: int, n: int = 1000, name: str = "matmul-chain") -> dict[str, Any]:
+    """x [n, n] (declared) multiplied by itself ``depth`` times, summed: with a 1000 x 1000 x a call
+    computes for a while on a CPU once compiled (12 MatMuls: long enough to hold a worker)."""
+    nodes, prev = [], "x"
+    for i in range(depth):
+        nodes.append({"name": f"m{i}", "op": "MatMul", "inputs": [prev, "x"]})
+        prev = f"m{i}"
+    nodes.append({"name": "s", "op": "ReduceSum", "inputs": [prev]})
+    return {"format": "gradnet/1", "name": name,
+            "inputs": [{"name": "x", "dtype": "float32", "shape": [n, n]}], "nodes": nodes, "outputs": ["s"]}
+
+
+@contextlib.contextmanager
+def worker_held(server: Any, slow: Callable[[], httpx.Response], what: str) -> Iterator[httpx.Client]:
+    """While ``slow()`` (a call already compiled, sent in a thread) computes on ``server``'s one
+    worker: a second client, once the worker's queue depth is 1 (with ``queue_size=1`` every
+    place is taken). After the block, ``slow()`` has answered 200."""
+    held: list[httpx.Response] = []
+    holder = threading.Thread(target=lambda: held.append(slow()))
+    holder.start()
+    with server.client(timeout=30) as other:
+        poll(lambda: metric(other.get("/metrics").text, "gradserve_worker_queue_depth", worker="0"),
+             lambda depth: depth == 1, timeout=30, what=what)
+        yield other
+    holder.join(120)
+    assert held and held[0].status_code == 200, held
 
 
 def slow_request(depth: int = 24, n: int = 1000, name: str = "slow", **extra: Any) -> dict[str, Any]:

@@ -14,9 +14,9 @@ import time
 import httpx
 import numpy as np
 import orjson
-from hardening_helpers import assert_healthy, mib, poll, rss_bytes
+from hardening_helpers import assert_healthy, matmul_chain, mib, poll, rss_bytes, worker_held
 
-from tests.support.api_contract import error_of, metric
+from tests.support.api_contract import error_of
 
 QUEUE_SIZE = 2
 BURST = 10 * QUEUE_SIZE
@@ -26,20 +26,10 @@ RSS_MARGIN = 48 * 2**20
 N = 1000
 
 
-def _matmul_chain(depth: int = 3) -> dict:
-    nodes, prev = [], "x"
-    for i in range(depth):
-        nodes.append({"name": f"m{i}", "op": "MatMul", "inputs": [prev, "x"]})
-        prev = f"m{i}"
-    nodes.append({"name": "s", "op": "ReduceSum", "inputs": [prev]})
-    return {"format": "gradnet/1", "name": "matmul-chain",
-            "inputs": [{"name": "x", "dtype": "float32", "shape": [N, N]}], "nodes": nodes, "outputs": ["s"]}
-
-
 def test_burst_of_10x_capacity(server_factory, figures):
     server = server_factory(workers=1, queue_size=QUEUE_SIZE, timeout_ms=DEADLINE_MS)
     with server.client(timeout=120) as c:
-        r = c.post("/networks", json=_matmul_chain())
+        r = c.post("/networks", json=matmul_chain(3, N))
         assert r.status_code == 201, r.text
         network_id = r.json()["network_id"]
         x = (np.random.default_rng(0).standard_normal((N, N)) * 0.03).astype("<f4")
@@ -119,17 +109,13 @@ def test_a_full_queue_answers_503_before_reading_the_body(server_factory, figure
     server = server_factory(workers=1, queue_size=1, timeout_ms=60_000)
     x = (np.random.default_rng(1).standard_normal((N, N)) * 0.03).astype("<f4")
     with server.client(timeout=120) as c:
-        network_id = c.post("/networks", json=_matmul_chain(depth=12)).json()["network_id"]
+        network_id = c.post("/networks", json=matmul_chain(12, N)).json()["network_id"]
         slow = orjson.dumps({"network_id": network_id,
                              "inputs": [{"dtype": "float32", "shape": [N, N], "b64": base64.b64encode(x.tobytes()).decode()}]})
         headers = {"Content-Type": "application/json"}
         assert c.post("/grad", content=slow, headers=headers).status_code == 200  # compiled: now only compute
-        held: list[httpx.Response] = []
-        holder = threading.Thread(target=lambda: held.append(c.post("/grad", content=slow, headers=headers)))
-        holder.start()
-        with server.client(timeout=30) as other:
-            poll(lambda: metric(other.get("/metrics").text, "gradserve_worker_queue_depth", worker="0"),
-                 lambda depth: depth == 1, timeout=30, what="the slow request to occupy the worker")
+        with worker_held(server, lambda: c.post("/grad", content=slow, headers=headers),
+                         "the slow request to occupy the worker") as other:
             t0 = time.monotonic()
             refused = other.post("/grad", content=b"this is not JSON", headers=headers)
             figures["queue_full_503_ms"] = round((time.monotonic() - t0) * 1e3, 1)
@@ -138,6 +124,4 @@ def test_a_full_queue_answers_503_before_reading_the_body(server_factory, figure
             assert int(refused.headers["retry-after"]) >= 1
             # the same connection serves the next request (the unread body was dropped, not parsed)
             assert other.get("/health/live").status_code == 200
-        holder.join(120)
-        assert held and held[0].status_code == 200, held
     assert_healthy(server)

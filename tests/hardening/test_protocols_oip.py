@@ -6,7 +6,6 @@ a full queue refuses an infer with 503 + Retry-After before its body is read."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from typing import Any
 
@@ -15,11 +14,10 @@ import numpy as np
 import orjson
 import pytest
 import tritonclient.http as triton
-from hardening_helpers import HARD_KEY, assert_healthy, poll
+from hardening_helpers import HARD_KEY, assert_healthy, matmul_chain, worker_held
 from tritonclient.utils import InferenceServerException
 
 from service.models import TUTORIAL_NETWORK
-from tests.support.api_contract import metric
 
 X = np.arange(6, dtype=np.float32).reshape(2, 3) / 10
 Y = np.arange(9, dtype=np.float32).reshape(3, 3) / 10
@@ -202,35 +200,22 @@ def test_a_full_queue_refuses_an_infer_before_reading_its_body(server_factory):
     """/grad's admission control: with the one worker's queue full, an infer whose body is not even
     JSON gets 503 + Retry-After in OIP's shape (not a 400: the body was never parsed)."""
     server = server_factory(workers=1, queue_size=1, timeout_ms=60_000)
-    nodes, prev = [], "x"
-    for i in range(12):
-        nodes.append({"name": f"m{i}", "op": "MatMul", "inputs": [prev, "x"]})
-        prev = f"m{i}"
-    nodes.append({"name": "s", "op": "ReduceSum", "inputs": [prev]})
-    chain = {"format": "gradnet/1", "name": "oip-matmul-chain",
-             "inputs": [{"name": "x", "dtype": "float32", "shape": [N, N]}], "nodes": nodes, "outputs": ["s"]}
     x = (np.random.default_rng(1).standard_normal((N, N)) * 0.03).astype("<f4")
     head = orjson.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [N, N],
                                      "parameters": {"binary_data_size": x.nbytes}}]})
     slow, framing = head + x.tobytes(), {"Inference-Header-Content-Length": str(len(head))}
     with server.client(timeout=120) as c:
-        model = c.post("/networks", json=chain).json()["network_id"].removeprefix("sha256:")
-        path = f"/v2/models/{model}/infer"
+        model = c.post("/networks", json=matmul_chain(12, N, "oip-matmul-chain")).json()["network_id"]
+        path = f"/v2/models/{model.removeprefix('sha256:')}/infer"
         assert c.post(path, content=slow, headers=framing).status_code == 200  # compiled: now only compute
-        held: list[httpx.Response] = []
-        holder = threading.Thread(target=lambda: held.append(c.post(path, content=slow, headers=framing)))
-        holder.start()
-        with server.client(timeout=30) as other:
-            poll(lambda: metric(other.get("/metrics").text, "gradserve_worker_queue_depth", worker="0"),
-                 lambda depth: depth == 1, timeout=30, what="the slow infer to occupy the worker")
+        with worker_held(server, lambda: c.post(path, content=slow, headers=framing),
+                         "the slow infer to occupy the worker") as other:
             t0 = time.monotonic()
             refused = other.post(path, content=b"this is not JSON")
             elapsed = time.monotonic() - t0
             _oip_error(refused, 503, "queue_size 1")
             assert int(refused.headers["retry-after"]) >= 1 and elapsed < 5
             assert other.get("/v2/health/live").status_code == 200
-        holder.join(120)
-        assert held and held[0].status_code == 200, held
     assert_healthy(server)
 
 

@@ -7,7 +7,6 @@ Evaluate with 503 + Retry-After before its body is read."""
 from __future__ import annotations
 
 import base64
-import threading
 import time
 from typing import Any
 
@@ -16,9 +15,7 @@ import numpy as np
 import orjson
 import pytest
 import umbridge
-from hardening_helpers import HARD_KEY, assert_healthy, poll
-
-from tests.support.api_contract import metric
+from hardening_helpers import HARD_KEY, assert_healthy, matmul_chain, worker_held
 
 #: x float32[2, 3], y float32[3]; outputs s = Sin(x * y) float32[2, 3], t = ReduceSum(s, 1) float32[2],
 #: n = Cast(t, int32) int32[2] (an output without a second derivative)
@@ -195,29 +192,17 @@ def test_a_full_queue_refuses_an_evaluate_before_reading_its_body(server_factory
     """/grad's admission control: with the one worker's queue full, an Evaluate whose body is not
     even JSON gets 503 + Retry-After in UM-Bridge's shape (not a 400: the body was never parsed)."""
     server = server_factory(workers=1, queue_size=1, timeout_ms=60_000)
-    nodes, prev = [], "x"
-    for i in range(12):
-        nodes.append({"name": f"m{i}", "op": "MatMul", "inputs": [prev, "x"]})
-        prev = f"m{i}"
-    nodes.append({"name": "s", "op": "ReduceSum", "inputs": [prev]})
-    chain = {"format": "gradnet/1", "name": "umbridge-matmul-chain",
-             "inputs": [{"name": "x", "dtype": "float32", "shape": [N, N]}], "nodes": nodes, "outputs": ["s"]}
     x = (np.random.default_rng(1).standard_normal(N * N) * 0.03).astype(np.float32)
     with server.client(timeout=120) as c:
-        name = c.post("/networks", json=chain).json()["network_id"].removeprefix("sha256:")
-        slow = orjson.dumps({"name": name, "input": [x], "config": {}}, option=orjson.OPT_SERIALIZE_NUMPY)
+        name = c.post("/networks", json=matmul_chain(12, N, "umbridge-matmul-chain")).json()["network_id"]
+        slow = orjson.dumps({"name": name.removeprefix("sha256:"), "input": [x], "config": {}},
+                            option=orjson.OPT_SERIALIZE_NUMPY)
         assert c.post("/Evaluate", content=slow).status_code == 200  # compiled: now only compute
-        held: list[httpx.Response] = []
-        holder = threading.Thread(target=lambda: held.append(c.post("/Evaluate", content=slow)))
-        holder.start()
-        with server.client(timeout=30) as other:
-            poll(lambda: metric(other.get("/metrics").text, "gradserve_worker_queue_depth", worker="0"),
-                 lambda depth: depth == 1, timeout=30, what="the slow Evaluate to occupy the worker")
+        with worker_held(server, lambda: c.post("/Evaluate", content=slow),
+                         "the slow Evaluate to occupy the worker") as other:
             t0 = time.monotonic()
             refused = other.post("/Evaluate", content=b"this is not JSON")
             elapsed = time.monotonic() - t0
             umbridge_error(refused, 503, "Unavailable", "queue_size 1")
             assert int(refused.headers["retry-after"]) >= 1 and elapsed < 5
-        holder.join(120)
-        assert held and held[0].status_code == 200, held
     assert_healthy(server)
