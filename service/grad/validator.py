@@ -22,7 +22,6 @@ import numpy as np
 import engine
 from engine.cache import LRUCache
 from engine.engine import signature
-
 from service.worker.main import CHECK_NODES
 
 from .call import GradCall
