@@ -5,10 +5,6 @@ for the same call."""
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
-import sys
 from typing import Any
 
 import httpx
@@ -18,7 +14,7 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from service.models import TUTORIAL_NETWORK
-from tests.support import ROOT
+from tests.support.readme_examples import run_readme_example
 from tests.support.servers import KEY_A, KEY_B, LiveServer
 
 
@@ -280,21 +276,8 @@ def test_model_config_for_perf_analyzer(tc, two_out):
 
 
 def test_readme_oip_example_prints_as_shown(live_server):
-    readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"^```(\w+)\n(.*?)^```$", readme, re.MULTILINE | re.DOTALL)
-    i = next(i for i, (lang, text) in enumerate(blocks) if lang == "sh"
-             and text.startswith(".venv/bin/python examples/oip_client.py"))
-    snippet, shown = blocks[i - 1][1], blocks[i + 1][1]
-    script = (ROOT / "examples" / "oip_client.py").read_text()
-    for line in snippet.splitlines()[1:]:  # the snippet is the script's (but the client's address)
-        assert line in script, line
-    done = subprocess.run([sys.executable, "examples/oip_client.py", live_server.url], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "GRADSERVE_API_KEY": KEY_A})
-    assert done.returncode == 0, done.stderr
-    number = re.compile(r"-?\d+\.?\d*(?:e[+-]?\d+)?")
-    assert number.sub("#", " ".join(done.stdout.split())) == number.sub("#", " ".join(shown.split()))
-    np.testing.assert_allclose([float(x) for x in number.findall(done.stdout)],
-                               [float(x) for x in number.findall(shown)], rtol=1e-5, atol=1e-6)
+    # the snippet is the script's (but the client's address, its first line)
+    run_readme_example("oip_client.py", live_server.url, KEY_A, snippet_from=1)
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])

@@ -7,8 +7,6 @@ each answer equal to the one ``/vjp``, ``/grad``, ``/jvp`` or ``/hvp`` gives for
 from __future__ import annotations
 
 import base64
-import os
-import re
 import subprocess
 import sys
 
@@ -19,6 +17,7 @@ import requests
 import umbridge
 
 from tests.support import ROOT
+from tests.support.readme_examples import run_readme_example
 from tests.support.servers import KEY_A, KEY_B
 
 X = np.array([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]], np.float32)
@@ -236,22 +235,8 @@ def test_shared_memory_is_declined_and_the_client_falls_back(url, network_id, ca
 
 
 def test_readme_umbridge_example_prints_as_shown(live_server):
-    readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"^```(\w+)\n(.*?)^```$", readme, re.MULTILINE | re.DOTALL)
-    i = next(i for i, (lang, text) in enumerate(blocks) if lang == "sh"
-             and text.startswith(".venv/bin/python examples/umbridge_client.py"))
-    snippet, shown = blocks[i - 1][1], blocks[i + 1][1]
-    script = (ROOT / "examples" / "umbridge_client.py").read_text()
-    for line in snippet.splitlines():  # the snippet is the script's
-        assert line in script, line
-    done = subprocess.run([sys.executable, "examples/umbridge_client.py", live_server.url], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "GRADSERVE_API_KEY": KEY_A})
-    assert done.returncode == 0, done.stderr
-    number = re.compile(r"-?\d+\.?\d*(?:e[+-]?\d+)?")
-    assert number.sub("#", " ".join(done.stdout.split())) == number.sub("#", " ".join(shown.split()))
-    np.testing.assert_allclose([float(x) for x in number.findall(done.stdout)],
-                               [float(x) for x in number.findall(shown)], rtol=1e-5, atol=1e-6)
-    assert "Gradient: [4.5099998, 2.7, 3.6000001," in done.stdout  # the tutorial's gradient, as /grad gives it
+    stdout = run_readme_example("umbridge_client.py", live_server.url, KEY_A)  # the snippet is the script's
+    assert "Gradient: [4.5099998, 2.7, 3.6000001," in stdout  # the tutorial's gradient, as /grad gives it
 
 
 # -- UM-Bridge's own protocol tests ---------------------------------------------------------------
