@@ -3,7 +3,8 @@
 
 A request is parsed and validated entirely in the server (orjson, the engine's network parser
 and tensor decoder, the validator), so a bad request costs no worker time; only a valid job
-goes to the pool. The guard (:mod:`service.http.guard`) calls :meth:`GradHandler.__call__`
+goes to the pool. (A network of ``CHECK_NODES`` nodes or more is the exception: its abstract
+evaluation is the worker's, see :mod:`.validator`.) The guard (:mod:`service.http.guard`) calls :meth:`GradHandler.__call__`
 straight from the ASGI scope: no routing, dependency solving or Request object on the hot path.
 
 Blocking work (parsing a large JSON body or network, the first abstract evaluation of a
