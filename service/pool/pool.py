@@ -454,6 +454,9 @@ class WorkerPool:
             proc.ping_sent = None
         elif kind == m.HELLO:
             proc.info = m.payload(msg)
+            # the networks its warm-up parsed (issue 17.5): their first jobs go by reference (a
+            # network it lacks after all is answered unknown_network and sent again with its document)
+            proc.networks.update(proc.info.get("networks") or ())
             proc.ready = True
             slot.cache_stats = dict(proc.info.get("cache_stats") or {})
             restarted = slot.ever_ready

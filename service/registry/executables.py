@@ -45,13 +45,57 @@ def settings_config(settings: Any) -> dict[str, Any] | None:
     where = (getattr(settings, "executable_store", None) or "off").strip()
     if where == "off":
         return None
+    url = getattr(settings, "registry_url", None)
+    path = Path(settings.registry_path)
+    # where the warming worker reads the documents of the networks it preloads (registry_documents)
+    registry = {"kind": "postgres", "url": url} if url else {"kind": "sqlite", "path": str(path)}
     if where == "registry":
-        url = getattr(settings, "registry_url", None)
         if url:
-            return {"kind": "postgres", "url": url}
-        path = Path(settings.registry_path)
-        return {"kind": "directory", "path": str(path.with_name(path.name + ".executables"))}
-    return {"kind": "directory", "path": where}
+            return {"kind": "postgres", "url": url, "registry": registry}
+        return {"kind": "directory", "path": str(path.with_name(path.name + ".executables")), "registry": registry}
+    return {"kind": "directory", "path": where, "registry": registry}
+
+
+def registry_documents(config: dict[str, Any] | None, network_ids: list[str]) -> list[tuple[str, bytes]]:
+    """The stored ``gradnet/1`` documents of those of ``network_ids`` that are still registered
+    (in some namespace), read by a warming worker so that it parses the networks of the
+    programs it preloads before its hello, and the pool's first job for them goes by reference
+    instead of carrying the document. Read only: SQLite opened ``mode=ro`` (never checkpoints
+    or writes the server's file), PostgreSQL one short connection. A network deleted meanwhile is
+    simply absent; any failure returns what was read (the network is then sent with its job, as
+    without a warm-up)."""
+    where = (config or {}).get("registry")
+    if not where or not network_ids:
+        return []
+    sql = ("SELECT d.network_id, d.document FROM documents d WHERE d.network_id = {p} AND EXISTS "
+           "(SELECT 1 FROM registrations r WHERE r.network_id = d.network_id)")
+    found: list[tuple[str, bytes]] = []
+    try:
+        if where["kind"] == "postgres":
+            import psycopg  # noqa: PLC0415 - only with a PostgreSQL registry
+
+            with psycopg.connect(where["url"], autocommit=True, connect_timeout=5) as db:
+                for network_id in network_ids:
+                    row = db.execute(sql.format(p="%s"), (network_id,)).fetchone()
+                    if row is not None:
+                        found.append((row[0], bytes(row[1])))
+        else:
+            import sqlite3  # noqa: PLC0415
+
+            if not Path(where["path"]).exists():
+                return []
+            db = sqlite3.connect(f"{Path(where['path']).absolute().as_uri()}?mode=ro", uri=True, timeout=2.0)
+            try:
+                for network_id in network_ids:
+                    row = db.execute(sql.format(p="?"), (network_id,)).fetchone()
+                    if row is not None:
+                        found.append((row[0], bytes(row[1])))
+            finally:
+                db.close()
+    except Exception as exc:  # noqa: BLE001 - the networks then come with their first job
+        log.warning("registry unreadable by the warming worker (%s: %s): networks not pre-parsed",
+                    type(exc).__name__, exc)
+    return found
 
 
 def open_store(config: dict[str, Any] | None) -> Any:

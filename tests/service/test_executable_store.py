@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine.executables import EntryError, read_header
@@ -76,6 +77,100 @@ def test_a_restarted_server_answers_its_first_grad_without_compiling(tmp_path: P
         third.stop()
 
 
+def test_a_restarted_worker_parsed_the_warm_networks_so_their_first_job_carries_no_document(tmp_path: Path):
+    """Issue 17.5 end to end: the warm-up also parses the preloaded programs' (still registered)
+    networks from the registry and says so in its hello, so the pool sends the first job by
+    reference (no 2.7 MB document to send and parse). A network deleted meanwhile is not warmed
+    and a job for it still works (it carries its document); a respawned worker warms again."""
+    import asyncio
+
+    import engine
+    from tests.service.pool.test_pool import Running, job
+
+    store, registry = tmp_path / "executables", tmp_path / "registry.sqlite3"
+    mlp = _mlp()
+    first = start_server(tmp_path / "a", executable_store=store, registry_path=registry)
+    try:
+        with first.client() as c:
+            network_id = c.post("/networks", json=mlp["network"]).json()["network_id"]
+            by_id = {"network_id": network_id, "inputs": mlp["inputs"], "get_by_list": True}
+            r = c.post("/grad", json=by_id)
+            assert r.status_code == 200, r.text
+            cold = r.json()
+    finally:
+        first.stop()
+
+    # a real restart: the server's first /grad by id answers the same, compiling nothing
+    second = start_server(tmp_path / "b", executable_store=store, registry_path=registry)
+    try:
+        with second.client() as c:
+            r = c.post("/grad", json=by_id)
+            assert r.status_code == 200, r.text
+            assert r.json()["timing_ms"]["compile"] == 0.0
+            assert r.json()["gradients"] == cold["gradients"]
+    finally:
+        second.stop()
+
+    # the same restart seen from the pool: its worker holds the network before any job, and the
+    # first job's document was never asked for (the pool asks only for a worker that lacks it)
+    net = engine.parse_network(mlp["network"])
+    assert net.id == network_id
+    inputs = [engine.decode_tensor(x) for x in mlp["inputs"]]
+    settings = Settings(workers=1, device="cpu", executable_store=str(store), registry_path=registry)
+    loop = asyncio.new_event_loop()
+    try:
+        pool = Running(loop, settings)
+        pool.start()
+        try:
+            assert pool.pool.snapshot()[0]["networks"] == 1
+            result = pool.run(pool.submit(net, inputs, get_by_list=True))
+            assert pool.docs.calls == {}  # by reference
+            assert result.timing_ms["compile"] == 0.0
+            grads = engine.decode_tensor(cold["gradients"][0])
+            np.testing.assert_array_equal(result.fields["gradients"][0], grads)
+            # respawned (killed): the new incarnation warms again and says so in its hello
+            import os
+            import signal
+
+            pid = pool.pids()[0]
+            os.kill(pid, signal.SIGKILL)
+            pool.run(_until(lambda: pool.pids()[0] != pid and pool.pool.ready))
+            assert pool.pool.snapshot()[0]["networks"] == 1
+            pool.run(pool.submit(net, inputs, get_by_list=True))
+            assert pool.docs.calls == {}
+        finally:
+            pool.stop()
+
+        # deleted meanwhile: not warmed (its programs are still in the store), and a job still works
+        third = start_server(tmp_path / "c", executable_store=store, registry_path=registry)
+        try:
+            with third.client() as c:
+                assert c.delete(f"/networks/{network_id}").status_code in (200, 204)
+        finally:
+            third.stop()
+        pool = Running(loop, settings)
+        pool.start()
+        try:
+            assert pool.pool.snapshot()[0]["networks"] == 0
+            result = pool.run(pool.submit(net, inputs, get_by_list=True))
+            assert pool.docs.calls == {net.id: 1}  # it carried its document
+            np.testing.assert_array_equal(result.fields["gradients"][0], grads)
+        finally:
+            pool.stop()
+    finally:
+        loop.close()
+
+
+async def _until(predicate, timeout_s: float = 60.0) -> None:
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
 def test_damaged_and_foreign_entries_are_skipped(tmp_path: Path):
     store = tmp_path / "executables"
     first = start_server(tmp_path / "a", executable_store=store)
@@ -112,10 +207,13 @@ def test_damaged_and_foreign_entries_are_skipped(tmp_path: Path):
 def test_registry_store_choice():
     assert settings_config(Settings()) is None
     local = settings_config(Settings(executable_store="registry", registry_path="var/r.sqlite3"))
-    assert local == {"kind": "directory", "path": "var/r.sqlite3.executables"}
+    assert local == {"kind": "directory", "path": "var/r.sqlite3.executables",
+                     "registry": {"kind": "sqlite", "path": "var/r.sqlite3"}}
     shared = settings_config(Settings(executable_store="registry", registry_url="postgresql://h/db"))
-    assert shared == {"kind": "postgres", "url": "postgresql://h/db"}
-    assert settings_config(Settings(executable_store="/srv/x")) == {"kind": "directory", "path": "/srv/x"}
+    assert shared == {"kind": "postgres", "url": "postgresql://h/db",
+                      "registry": {"kind": "postgres", "url": "postgresql://h/db"}}
+    assert settings_config(Settings(executable_store="/srv/x", registry_path="var/r.sqlite3")) == {
+        "kind": "directory", "path": "/srv/x", "registry": {"kind": "sqlite", "path": "var/r.sqlite3"}}
 
 
 def test_directory_store_recent_first_and_bounded(tmp_path: Path):
