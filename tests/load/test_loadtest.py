@@ -402,19 +402,25 @@ def test_oip_scenario_body(encoding: str) -> None:
         scenarios.prepare(sc.request, "json", None, sc.protocol)  # OIP needs a registered model
 
 
-@pytest.mark.slow
-def test_oip_scenario_sweep_counts_match_the_server(live_server, tmp_path: Path) -> None:
-    out_json = tmp_path / "oip.json"
-    code = main([live_server.url, "--api-key", KEY_A, "--scenario", "oip", "--encoding", "json,binary",
+def _protocol_sweep(url: str, tmp_path: Path, scenario: str, encodings: list[str]) -> None:
+    """A short sweep of another protocol's scenario, one level per encoding: every request answered,
+    and the server counted the same requests on that protocol's route (and computed them:
+    compute stage)."""
+    out_json = tmp_path / f"{scenario}.json"
+    code = main([url, "--api-key", KEY_A, "--scenario", scenario, "--encoding", ",".join(encodings),
                  "--concurrency", "2", "--duration", "2", "--warmup", "1", "--no-progress", "--json", str(out_json)])
     assert code == 0
     levels = json.loads(out_json.read_text())["levels"]
-    assert [(lv["scenario"], lv["encoding"]) for lv in levels] == [("oip", "json"), ("oip", "binary")]
+    assert [(lv["scenario"], lv["encoding"]) for lv in levels] == [(scenario, e) for e in encodings]
     for lv in levels:
         assert lv["network_id"] and lv["client"]["requests"] > 10 and lv["client"]["errors"] == {}
-        # the server counted the same requests on its OIP route (and computed them: compute stage)
         assert abs(lv["server"]["count_check"]["diff"]) <= COUNT_SLACK, lv["server"]["count_check"]
         assert lv["server"]["mean_ms"]["compute"] is not None
+
+
+@pytest.mark.slow
+def test_oip_scenario_sweep_counts_match_the_server(live_server, tmp_path: Path) -> None:
+    _protocol_sweep(live_server.url, tmp_path, "oip", ["json", "binary"])  # counted on its OIP route
 
 
 # -- the umbridge scenario (issue 16): the tutorial gradient as a UM-Bridge Gradient ----------------
@@ -443,14 +449,4 @@ def test_umbridge_scenario_body() -> None:
 
 @pytest.mark.slow
 def test_umbridge_scenario_sweep_counts_match_the_server(live_server, tmp_path: Path) -> None:
-    out_json = tmp_path / "umbridge.json"
-    code = main([live_server.url, "--api-key", KEY_A, "--scenario", "umbridge", "--encoding", "json",
-                 "--concurrency", "2", "--duration", "2", "--warmup", "1", "--no-progress", "--json", str(out_json)])
-    assert code == 0
-    levels = json.loads(out_json.read_text())["levels"]
-    assert [(lv["scenario"], lv["encoding"]) for lv in levels] == [("umbridge", "json")]
-    (lv,) = levels
-    assert lv["network_id"] and lv["client"]["requests"] > 10 and lv["client"]["errors"] == {}
-    # the server counted the same requests on its /Gradient route (and computed them: compute stage)
-    assert abs(lv["server"]["count_check"]["diff"]) <= COUNT_SLACK, lv["server"]["count_check"]
-    assert lv["server"]["mean_ms"]["compute"] is not None
+    _protocol_sweep(live_server.url, tmp_path, "umbridge", ["json"])  # counted on its /Gradient route
