@@ -300,6 +300,26 @@ def _inputs(doc: dict[str, Any], model: Model) -> list[np.ndarray]:
             for i, (v, size, dt, shape) in enumerate(zip(given, model.in_sizes, model.in_dtypes, model.in_shapes))]
 
 
+def _out_wrt(doc: dict[str, Any], model: Model) -> int:
+    return _index(doc, "outWrt", len(model.out_shapes), "outputs")
+
+
+def _in_wrt(doc: dict[str, Any], model: Model, field: str = "inWrt") -> int:
+    return _index(doc, field, len(model.in_shapes), "inputs")
+
+
+def _sens(doc: dict[str, Any], model: Model, out_wrt: int) -> np.ndarray:
+    """The request's ``sens``, a vector of output ``out_wrt``."""
+    return _vector(doc.get("sens"), model.out_sizes[out_wrt], model.out_dtypes[out_wrt], model.out_shapes[out_wrt],
+                   "sens", "Sensitivity vector sens")
+
+
+def _vec(doc: dict[str, Any], model: Model, in_wrt: int) -> np.ndarray:
+    """The request's ``vec``, a vector of input ``in_wrt``."""
+    return _vector(doc.get("vec"), model.in_sizes[in_wrt], model.in_dtypes[in_wrt], model.in_shapes[in_wrt],
+                   "vec", "Vector vec")
+
+
 def _config(doc: dict[str, Any]) -> None:
     config = doc.get("config", {})
     if config is None:
@@ -400,10 +420,9 @@ class UmbridgeHandler(GradHandler):
                         receive: Any) -> Response:
         _config(doc)
         xs = _inputs(doc, model)
-        out_wrt = _index(doc, "outWrt", len(model.out_shapes), "outputs")
-        in_wrt = _index(doc, "inWrt", len(model.in_shapes), "inputs")
-        sens = _vector(doc.get("sens"), model.out_sizes[out_wrt], model.out_dtypes[out_wrt],
-                       model.out_shapes[out_wrt], "sens", "Sensitivity vector sens")
+        out_wrt = _out_wrt(doc, model)
+        in_wrt = _in_wrt(doc, model)
+        sens = _sens(doc, model, out_wrt)
         cotangents = [sens if k == out_wrt else np.zeros(s, dt)
                       for k, (s, dt) in enumerate(zip(model.out_shapes, model.out_dtypes))]
         result = await self._run(model.net, Vjp(), xs, cotangents, arrived, admission, receive)
@@ -413,10 +432,9 @@ class UmbridgeHandler(GradHandler):
                              receive: Any) -> Response:
         _config(doc)
         xs = _inputs(doc, model)
-        out_wrt = _index(doc, "outWrt", len(model.out_shapes), "outputs")
-        in_wrt = _index(doc, "inWrt", len(model.in_shapes), "inputs")
-        vec = _vector(doc.get("vec"), model.in_sizes[in_wrt], model.in_dtypes[in_wrt], model.in_shapes[in_wrt],
-                      "vec", "Vector vec")
+        out_wrt = _out_wrt(doc, model)
+        in_wrt = _in_wrt(doc, model)
+        vec = _vec(doc, model, in_wrt)
         tangents = [vec if i == in_wrt else np.zeros_like(x) for i, x in enumerate(xs)]
         result = await self._run(model.net, Jvp(), xs, tangents, arrived, admission, receive)
         return _output(_flat(_one_or_many(result.fields["jvp"], out_wrt)))
@@ -425,16 +443,13 @@ class UmbridgeHandler(GradHandler):
                             receive: Any) -> Response:
         _config(doc)
         xs = _inputs(doc, model)
-        out_wrt = _index(doc, "outWrt", len(model.out_shapes), "outputs")
-        in1 = _index(doc, "inWrt1", len(model.in_shapes), "inputs")
-        in2 = _index(doc, "inWrt2", len(model.in_shapes), "inputs")
+        out_wrt = _out_wrt(doc, model)
+        in1, in2 = _in_wrt(doc, model, "inWrt1"), _in_wrt(doc, model, "inWrt2")
         if model.out_dtypes[out_wrt].kind != "f":
             raise UnsupportedFeature(f"ApplyHessian: output {out_wrt} is {dtype_name(model.out_dtypes[out_wrt])}: "
                                      "only a float output has a second derivative", "outWrt")
-        sens = _vector(doc.get("sens"), model.out_sizes[out_wrt], model.out_dtypes[out_wrt],
-                       model.out_shapes[out_wrt], "sens", "Sensitivity vector sens")
-        vec = _vector(doc.get("vec"), model.in_sizes[in2], model.in_dtypes[in2], model.in_shapes[in2],
-                      "vec", "Vector vec")
+        sens = _sens(doc, model, out_wrt)
+        vec = _vec(doc, model, in2)
         net = self.models.hessian_network(model, out_wrt)
         if in1 == in2:
             spec, vectors = Hvp(positions=(in1,), bare=False), [vec]
