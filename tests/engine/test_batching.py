@@ -13,6 +13,7 @@ import pytest
 import engine
 from engine import batching
 from engine.transforms import Grad, GradOperation, Hvp, Jacobian, Jvp, Vjp
+from tests.support.networks import SCALAR_SIN
 
 RNG = np.random.default_rng(14)
 F32 = "float32"
@@ -39,16 +40,7 @@ NET = engine.parse_network({
     "outputs": ["o0", "o1"],
 })
 # a scalar output for /hvp: sum(sin(x * y) * x)
-SCALAR = engine.parse_network({
-    "format": "gradnet/1", "name": "scalar", "inputs": [{"name": "x"}, {"name": "y"}],
-    "nodes": [
-        {"name": "xy", "op": "Mul", "inputs": ["x", "y"]},
-        {"name": "s", "op": "Sin", "inputs": ["xy"]},
-        {"name": "sx", "op": "Mul", "inputs": ["s", "x"]},
-        {"name": "f", "op": "ReduceSum", "inputs": ["sx"], "attrs": {"axis": [], "keep_dims": False}},
-    ],
-    "outputs": ["f"],
-})
+SCALAR = engine.parse_network(SCALAR_SIN)
 # an int input (labels as indices) beside a float one: stacked like any other
 MIXED = engine.parse_network({
     "format": "gradnet/1", "name": "mixed", "inputs": [{"name": "x"}, {"name": "k"}],

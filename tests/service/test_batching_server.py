@@ -26,6 +26,7 @@ import pytest
 
 from tests.support import FIXTURES
 from tests.support.api_contract import metric
+from tests.support.networks import SCALAR_SIN
 from tests.support.servers import LiveServer
 
 RNG = np.random.default_rng(1414)
@@ -53,16 +54,7 @@ SMALL = {  # f(x, y) = (tanh(x @ w) * y, sum(exp(x * y)))
     ],
     "outputs": ["o0", "o1"],
 }
-SCALAR = {  # sum(sin(x * y) * x)
-    "format": "gradnet/1", "name": "scalar", "inputs": [{"name": "x"}, {"name": "y"}],
-    "nodes": [
-        {"name": "xy", "op": "Mul", "inputs": ["x", "y"]},
-        {"name": "s", "op": "Sin", "inputs": ["xy"]},
-        {"name": "sx", "op": "Mul", "inputs": ["s", "x"]},
-        {"name": "f", "op": "ReduceSum", "inputs": ["sx"], "attrs": {"axis": [], "keep_dims": False}},
-    ],
-    "outputs": ["f"],
-}
+SCALAR = SCALAR_SIN  # sum(sin(x * y) * x)
 MLP = json.loads((FIXTURES / "mlp.json").read_text())["network"]
 
 
