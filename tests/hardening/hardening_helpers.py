@@ -126,6 +126,15 @@ def slow_network(depth: int = 24, n: int = 1000, name: str = "slow") -> dict[str
     return {"format": "gradnet/1", "name": name, "inputs": [{"name": "x"}], "nodes": nodes, "outputs": ["s"]}
 
 
+def model_name(server: Any, network: dict[str, Any]) -> str:
+    """Register ``network`` on ``server`` (with ``HARD_KEY``): its OIP model's and UM-Bridge
+    model's name, the network id's hex."""
+    with server.client(HARD_KEY) as c:
+        r = c.post("/networks", json=network)
+        assert r.status_code in (200, 201), r.text
+        return r.json()["network_id"].removeprefix("sha256:")
+
+
 def matmul_chain(depth: int, n: int = 1000, name: str = "matmul-chain") -> dict[str, Any]:
     """x [n, n] (declared) multiplied by itself ``depth`` times, summed: with a 1000 x 1000 x a call
     computes for a while on a CPU once compiled (12 MatMuls: long enough to hold a worker)."""

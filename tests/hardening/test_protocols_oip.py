@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 import pytest
 import tritonclient.http as triton
-from hardening_helpers import HARD_KEY, assert_healthy, matmul_chain, worker_held
+from hardening_helpers import HARD_KEY, assert_healthy, matmul_chain, model_name, worker_held
 from tritonclient.utils import InferenceServerException
 
 from service.models import TUTORIAL_NETWORK
@@ -33,10 +33,7 @@ def _good() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def model(hard_server) -> str:
-    with hard_server.client(HARD_KEY) as c:
-        r = c.post("/networks", json=TUTORIAL_NETWORK)
-        assert r.status_code in (200, 201), r.text
-        return r.json()["network_id"].removeprefix("sha256:")
+    return model_name(hard_server, TUTORIAL_NETWORK)
 
 
 def _oip_error(r: httpx.Response, status: int, fragment: str) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 import pytest
 import umbridge
-from hardening_helpers import HARD_KEY, assert_healthy, matmul_chain, worker_held
+from hardening_helpers import HARD_KEY, assert_healthy, matmul_chain, model_name, worker_held
 
 #: x float32[2, 3], y float32[3]; outputs s = Sin(x * y) float32[2, 3], t = ReduceSum(s, 1) float32[2],
 #: n = Cast(t, int32) int32[2] (an output without a second derivative)
@@ -40,10 +40,7 @@ def _basic(key: str = HARD_KEY) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def name(hard_server) -> str:
-    with hard_server.client(HARD_KEY) as c:
-        r = c.post("/networks", json=NET)
-        assert r.status_code in (200, 201), r.text
-        return r.json()["network_id"].removeprefix("sha256:")
+    return model_name(hard_server, NET)
 
 
 @pytest.fixture
