@@ -85,7 +85,7 @@ def test_a_restarted_worker_parsed_the_warm_networks_so_their_first_job_carries_
     import asyncio
 
     import engine
-    from tests.service.pool.test_pool import Running, job
+    from tests.service.pool.test_pool import Running
 
     store, registry = tmp_path / "executables", tmp_path / "registry.sqlite3"
     mlp = _mlp()
