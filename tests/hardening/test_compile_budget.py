@@ -53,8 +53,8 @@ def test_over_budget_compiles_fail_with_422_and_are_remembered(server_factory, f
         t0 = time.monotonic()
         err = error_of(c.post("/grad", json=_chain(3000, "estimated")), 422, "compile_failed")
         assert "would take about" in err["message"] and "--compile-timeout-s" in err["message"], err
-        # before compiling: the server's own check of 3,000 nodes is most of it (1.75-2.1 s on 2 cores
-        # at load 15; the compile would take minutes there)
+        # before compiling: the worker's check of 3,000 nodes (its check thread) is most of it (1.75-2.1 s
+        # on 2 cores at load 15; the compile would take minutes there)
         assert time.monotonic() - t0 < 10
         # a first run over the budget fails at the budget, and is remembered
         t0 = time.monotonic()
