@@ -38,7 +38,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.bench_service import free_port, load_average, start, wrk  # noqa: E402
+from benchmarks.bench_service import free_port, load_average, start, stop, wrk  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures"
 SIDES = {"batching": {}, "off": {"--max-batch-size": "1"}}
@@ -123,13 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 loads.append(load_average())
                 print(f"round {r + 1}/{args.rounds} done (load average {loads[-1]:.2f})", file=sys.stderr)
         finally:
-            for proc in reversed(procs):
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop(procs)
 
     c = args.connections
     ratios = [g[f"batching_c{c}"]["rps"] / g[f"off_c{c}"]["rps"] for g in rounds]

@@ -77,6 +77,18 @@ def start(cmd: list[str], ready_url: str, env: dict[str, str] | None = None) -> 
     return proc
 
 
+def stop(procs: list[subprocess.Popen]) -> None:
+    """Stop the servers ``start`` started, the last first: SIGTERM, then SIGKILL for one not gone
+    after 60 s."""
+    for proc in reversed(procs):
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
@@ -261,13 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                 loads.append(load_average())
                 print(f"round {r + 1}/{args.rounds} done (load average {loads[-1]:.2f})", file=sys.stderr)
         finally:
-            for proc in reversed(procs):
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop(procs)
 
     ratios: dict[str, dict[str, list[float]]] = {mode: {name: [] for name in GOALS} for mode in modes}
     for got in rounds:
