@@ -208,10 +208,11 @@ def test_batched_programs_are_cached_per_bucket(eng: engine.Engine) -> None:
     took = e.compile_batch(NET, calls[0], 8)
     assert took > 0 and e.batch_compiled(calls[0], 8)
     assert e.compile_batch(NET, calls[0], 8) == 0.0  # cached: not compiled again
-    misses = e.stats["misses"]
+    misses, hits = e.stats["misses"], e.stats["hits"]
     first = e.run_batch(NET, calls[:5], 8)
     second = e.run_batch(NET, calls[:3], 8)  # 3 calls: the same bucket's program
     assert e.stats["misses"] == misses and first[0].cache_hit and second[0].cache_hit
+    assert e.stats["hits"] == hits + 5 + 3  # counted per call, as run counts them
     e.run_batch(NET, calls[:2], 2)  # another bucket: one more program
     assert e.stats["misses"] == misses + 1
     assert e.batch_compiled(calls[0], 2) and not e.batch_compiled(calls[0], 4)
