@@ -116,6 +116,7 @@ class DrainingServer:
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
+            access_log=settings.access_log,
             loop="uvloop",
             # uvicorn's httptools protocol with our header timeout, header size and connection limits
             http=protocol_class(settings),

@@ -2,7 +2,8 @@
 
 Both ends are gradserve's own processes (nothing an HTTP client sent is ever unpickled).
 A message is any picklable value (the messages themselves are :mod:`service.ipc.messages`'s),
-pickled with protocol 5 and out-of-band buffers, one frame each: NumPy arrays cross as whole
+pickled with protocol 5 and out-of-band buffers, one frame each (a job or a result as its wire
+tuple, :func:`service.ipc.messages.to_wire`): NumPy arrays cross as whole
 buffers, the large ones through a shared-memory arena of the receiver
 (:mod:`service.ipc.arenas`) instead of the socket.
 
@@ -14,7 +15,7 @@ arena when it has room (offset >= 0: from the start of the message's region), so
 tensor is copied once into shared memory and never pushed through the socket; the rest travel
 inline. Small messages cost one system call on each side, and one wake-up of the reader.
 
-This module imports nothing heavy (NumPy and the arenas only): the worker imports it before
+This module imports nothing heavy (NumPy, the arenas and the messages only): the worker imports it before
 its environment is set up.
 """
 
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .arenas import Arena
+from .messages import from_wire, to_wire
 
 # One message is one frame, written with one writev and read back with as few reads as there
 # are: ``<Q length>`` then the head ``<I buffers><Q pickle length><Q region start><Q region
@@ -61,7 +63,7 @@ def encode_msg(msg: Any, alloc: Alloc | None = None, arena: Arena | None = None)
     """The parts of ``msg``'s frame (for one writev), and the start of the arena region its large
     buffers were copied to (None: none, everything is inline)."""
     buffers: list[pickle.PickleBuffer] = []
-    payload = pickle.dumps(msg, protocol=5, buffer_callback=buffers.append)
+    payload = pickle.dumps(to_wire(msg), protocol=5, buffer_callback=buffers.append)
     raws = [b.raw() for b in buffers]
     start = None
     total = 0
@@ -110,7 +112,7 @@ def decode_frame(frame: bytearray, region: Callable[[int, int], Any] | None = No
             if shared is None:
                 raise ValueError("a message refers to a shared arena that this end does not have")
             buffers.append(shared[offset:offset + n])
-    return pickle.loads(payload, buffers=buffers)
+    return from_wire(pickle.loads(payload, buffers=buffers))
 
 
 def write_parts(fd: int, parts: list[Any]) -> list[Any]:

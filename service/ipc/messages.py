@@ -2,11 +2,12 @@
 
 A message is a plain tuple whose first item is its kind; each kind has a constructor and, where
 the receiver needs more than the kind, a reader here, and no other module indexes or unpacks a
-message. A :class:`GradJob` or :class:`JobResult` crosses as a tuple of its fields (its
-``to_wire``/``from_wire``), its arrays as ``(buffer, dtype, shape)`` triples whose buffers
-pickle protocol 5 carries out of band (:mod:`service.ipc.framing`): their bytes are copied once
-and never walked element by element, and the pickle holds no class or function reference to
-look up on the other side.
+message. A message holds its :class:`GradJob` or :class:`JobResult` itself, so that a transport
+within one process (:mod:`service.pool.inprocess`) hands it over as it is; between processes
+(:mod:`service.ipc.framing`, through :func:`to_wire` and :func:`from_wire`) it crosses as a tuple
+of its fields, its arrays as ``(buffer, dtype, shape)`` triples whose buffers pickle protocol 5
+carries out of band: their bytes are copied once and never walked element by element, and the
+pickle holds no class or function reference to look up on the other side.
 
 Server -> worker::
 
@@ -116,12 +117,12 @@ class JobResult:
 
 
 def job(job_id: int, grad_job: GradJob, sent_at: float) -> tuple[Any, ...]:
-    return (JOB, job_id, grad_job.to_wire(), sent_at)
+    return (JOB, job_id, grad_job, sent_at)
 
 
 def read_job(msg: tuple[Any, ...]) -> tuple[int, GradJob, float]:
     """``(job_id, job, sent_at)``."""
-    return msg[1], GradJob.from_wire(msg[2]), msg[3]
+    return msg[1], msg[2], msg[3]
 
 
 def forget(network_id: str) -> tuple[Any, ...]:
@@ -156,12 +157,12 @@ def fatal(message: str) -> tuple[Any, ...]:
 
 
 def result(job_id: int, job_result: JobResult, evicted: list[str]) -> tuple[Any, ...]:
-    return (RESULT, job_id, job_result.to_wire(), evicted)
+    return (RESULT, job_id, job_result, evicted)
 
 
 def read_result(msg: tuple[Any, ...]) -> tuple[int, JobResult, list[str]]:
     """``(job_id, result, evicted)``."""
-    return msg[1], JobResult.from_wire(msg[2]), msg[3]
+    return msg[1], msg[2], msg[3]
 
 
 def error(job_id: int, kind: str, message: str, path: str | None, cache_stats: dict[str, float],
@@ -192,6 +193,27 @@ def payload(msg: tuple[Any, ...]) -> Any:
 def read_expired(msg: tuple[Any, ...]) -> tuple[int, dict[str, float]]:
     """``(job_id, cache_stats)``."""
     return msg[1], msg[2]
+
+
+# -- between processes ------------------------------------------------------------------------
+
+
+def to_wire(msg: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``msg`` as plain data for the pickle: its job or result as the tuple of its fields."""
+    if len(msg) == 4 and isinstance(msg[2], (GradJob, JobResult)):
+        return (msg[0], msg[1], msg[2].to_wire(), msg[3])
+    return msg
+
+
+def from_wire(msg: Any) -> Any:
+    """:func:`to_wire` undone, on the receiving end."""
+    if isinstance(msg, tuple) and len(msg) == 4 and isinstance(msg[2], tuple):
+        kind = msg[0]
+        if kind == JOB:
+            return (kind, msg[1], GradJob.from_wire(msg[2]), msg[3])
+        if kind == RESULT:
+            return (kind, msg[1], JobResult.from_wire(msg[2]), msg[3])
+    return msg
 
 
 # -- arrays on the wire: a tuple (nothing else in a job or result is a tuple: JSON gives lists) --

@@ -92,6 +92,7 @@ class SQLiteRegistry(Registry):
         self._data_version: int | None = None
         self._last_deletion = 0
         self._identity: tuple[int, int] | None = None
+        self._header_fd: int | None = None
         self._broken: str | None = None
 
     def describe(self) -> str:
@@ -160,10 +161,23 @@ class SQLiteRegistry(Registry):
         self._last_deletion = watch.execute("SELECT COALESCE(MAX(seq), 0) FROM deletions").fetchone()[0]
         st = os.stat(self.path)
         self._identity = (st.st_dev, st.st_ino)
+        # kept open for check()'s header read: a pread is a quarter of an open, read and close,
+        # and check() runs on every request by id (the stat by path still sees a replaced file)
+        self._close_header_fd()
+        self._header_fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         self._broken = None
+
+    def _close_header_fd(self) -> None:
+        fd, self._header_fd = self._header_fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def close(self) -> None:
         with self._lock, self._watch_lock:
+            self._close_header_fd()
             for name in ("_db", "_watch"):
                 conn = getattr(self, name)
                 if conn is not None:
@@ -191,8 +205,10 @@ class SQLiteRegistry(Registry):
         # later checkpoint into the garbage. Every SQLite file starts with this header (written
         # when the database was opened in WAL mode), so a 16-byte read tells.
         try:
-            with open(self.path, "rb") as f:
-                header = f.read(len(_SQLITE_HEADER))
+            fd = self._header_fd
+            if fd is None:
+                raise OSError("closed")
+            header = os.pread(fd, len(_SQLITE_HEADER), 0)
         except OSError as exc:
             self._fail(f"the registry file {self.path} cannot be read ({exc})")
         if header != _SQLITE_HEADER:

@@ -63,3 +63,17 @@ def test_loadtest_is_dispatched_lazily(monkeypatch):
     monkeypatch.setattr(gradserve_loadtest, "main", lambda argv: seen.append(argv) or 0)
     assert cli.main(["loadtest", "--help", "-x"]) == 0
     assert seen == [["--help", "-x"]]
+
+
+@pytest.mark.parametrize("access_log", [None, "true"], ids=["default-off", "on"])
+def test_the_access_log_is_off_unless_asked_for(server_factory, access_log):
+    """uvicorn's line per request costs ~70 µs of a tutorial call's ~620 µs server CPU on the
+    benchmark machine (docs/benchmarks.md), so it is a setting, off by default."""
+    import httpx  # noqa: PLC0415
+
+    settings = {} if access_log is None else {"access_log": access_log}
+    server = server_factory(**settings)
+    assert httpx.get(server.url + "/health/ready", timeout=10).status_code == 200
+    assert server.stop() == 0
+    lines = [line for line in server.log().splitlines() if '"GET /health/ready HTTP/1.1" 200' in line]
+    assert bool(lines) == (access_log == "true"), server.log()[-2000:]
