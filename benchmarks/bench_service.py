@@ -123,7 +123,15 @@ def binary_body(header: dict, tensors: list[np.ndarray]) -> tuple[bytes, int]:
     return head + b"".join(np.ascontiguousarray(t).tobytes() for t in tensors), len(head)
 
 
-MODES = ("process", "inprocess")
+MODES = ("process", "inprocess", "inprocess:2")
+
+
+def parse_mode(spec: str) -> tuple[str, str, int]:
+    """``mode[:workers]`` -> (label, worker mode, workers): ``inprocess:2`` runs two serving
+    processes (one engine each) on the CPU, as a host with two devices would."""
+    mode, _, workers = spec.partition(":")
+    n = int(workers or 1)
+    return (mode if n == 1 else f"{mode}-w{n}"), mode, n
 GOALS = {  # ratio -> (comparison, goal), issue 14.3
     "tutorial_c1_p50_vs_echo": ("<=", 2.0),
     "tutorial_c16_rps_vs_echo": (">=", 0.7),
@@ -131,6 +139,49 @@ GOALS = {  # ratio -> (comparison, goal), issue 14.3
     "mlp_b64_vs_in_process": ("<=", 2.0),
     "mlp_json_vs_in_process": ("<=", 4.0),
 }
+
+
+#: what no server code can beat, beside the goals: the floor app's p50 with gradserve's own answer
+#: bytes, and with the writers' time (the fastest known JSON and base64 encoders) added, over the
+#: in-process engine call; and the echo with two processes at c=16 over the echo with one
+FLOORS = ("floor_mlp_binary_vs_in_process", "floor_mlp_b64_vs_in_process", "floor_mlp_json_vs_in_process",
+          "engine_plus_floor_binary_vs_in_process", "engine_plus_floor_b64_vs_in_process",
+          "engine_plus_floor_json_vs_in_process", "engine_plus_floor_plus_writer_b64_vs_in_process",
+          "engine_plus_floor_plus_writer_json_vs_in_process", "echo2_c16_rps_vs_echo")
+
+
+def engine_gradients(mlp: dict) -> list[np.ndarray]:
+    """The MLP's gradients (by list: one per parameter), as the engine hands them to the writer."""
+    import engine
+
+    engine.configure_jax()  # as the worker does
+    net = engine.parse_network(mlp["network"])
+    return [np.asarray(g) for g in engine.Engine().grad(net, engine.decode_inputs(mlp["inputs"]),
+                                                        get_by_list=True).fields["gradients"]]
+
+
+class Writers:
+    """The answer writers' floor: orjson (numpy in, the fastest JSON writer we know) and pybase64
+    on the MLP's gradients, without any of gradserve's framing around them."""
+
+    def __init__(self, gradients: list[np.ndarray]) -> None:
+        self.gradients = gradients
+
+    def write(self, encoding: str) -> int:
+        import orjson
+        import pybase64
+
+        if encoding == "json":
+            return len(orjson.dumps(self.gradients, option=orjson.OPT_SERIALIZE_NUMPY))
+        return sum(len(pybase64.b64encode(np.ascontiguousarray(g).data)) for g in self.gradients)
+
+    def p50_ms(self, encoding: str, repeats: int) -> float:
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            self.write(encoding)
+            times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times)
 
 
 def load_average() -> float:
@@ -197,14 +248,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of every measurement")
-    parser.add_argument("--modes", default=",".join(MODES), help="gradserve worker modes to run (comma-separated)")
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help="gradserve worker modes to run, each mode[:workers] (comma-separated)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
                         help="the servers' engines and the in-process engine run there (deploy/gpu-check.sh: gpu)")
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         sys.exit("wrk is not on PATH: apt-get install wrk")
-    modes = [m for m in args.modes.split(",") if m]
+    specs = [parse_mode(m) for m in args.modes.split(",") if m]
+    modes = [label for label, _, _ in specs]
 
     tutorial = json.loads((FIXTURES / "tutorial.json").read_text())["cases"][1]["request"]  # get_all
     mlp = json.loads((FIXTURES / "mlp.json").read_text())
@@ -215,18 +268,19 @@ def main(argv: list[str] | None = None) -> int:
     json_headers = {"Content-Type": "application/json"}
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            ports = {"echo": free_port(), "floor": free_port()}
+            ports = {"echo": free_port(), "echo2": free_port(), "floor": free_port()}
             procs.append(start([sys.executable, "-m", "uvicorn", "benchmarks.echo_app:app", "--port",
                                 str(ports["echo"]), *uvicorn_flags], f"http://127.0.0.1:{ports['echo']}/docs"))
-            procs.append(start([sys.executable, "-m", "uvicorn", "benchmarks.transport_floor_app:app", "--port",
-                                str(ports["floor"]), *uvicorn_flags, "--loop", "uvloop", "--http", "httptools"],
-                               f"http://127.0.0.1:{ports['floor']}/"))
+            # the echo with two processes: the baseline of a gradserve with two serving processes
+            procs.append(start([sys.executable, "-m", "uvicorn", "benchmarks.echo_app:app", "--port",
+                                str(ports["echo2"]), "--workers", "2", *uvicorn_flags],
+                               f"http://127.0.0.1:{ports['echo2']}/docs"))
             bodies: dict[str, dict] = {}
-            for mode in modes:
+            for mode, worker_mode, workers in specs:
                 ports[mode] = free_port()
                 procs.append(start(
                     [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(ports[mode]),
-                     "--workers", "1", "--device", args.device, "--worker-mode", mode,
+                     "--workers", str(workers), "--device", args.device, "--worker-mode", worker_mode,
                      "--registry-path", f"{tmp}/{mode}.sqlite3"],
                     f"http://127.0.0.1:{ports[mode]}/health/ready", env={"GRADSERVE_LOG_LEVEL": "warning"}))
                 base = f"http://127.0.0.1:{ports[mode]}"
@@ -237,9 +291,22 @@ def main(argv: list[str] | None = None) -> int:
                 bodies[mode] = {"tutorial": (tut_body, json_headers), **{f"mlp_{k}": v for k, v in
                                                                          mlp_bodies(mlp_id, mlp).items()}}
                 for body, headers in bodies[mode].values():  # warm: compiled, and answered 200
-                    for _ in range(3):
+                    for _ in range(3 * workers):  # every serving process compiles its own
                         httpx.post(f"{base}/grad", content=body, headers=headers, timeout=120).raise_for_status()
             echo_body = bodies[modes[0]]["tutorial"][0]  # the same bytes through the echo endpoint
+            # The floor app answers gradserve's own answers, byte for byte, and the writers' floor:
+            # the fastest known JSON and base64 writers on the MLP's gradients, in this process.
+            floor_dir = Path(tmp, "floor")
+            floor_dir.mkdir()
+            for enc in ("binary", "b64", "json"):
+                body, headers = bodies[modes[0]][f"mlp_{enc}"]
+                answer = httpx.post(f"http://127.0.0.1:{ports[modes[0]]}/grad", content=body, headers=headers,
+                                    timeout=120)
+                (floor_dir / enc).write_bytes(answer.raise_for_status().content)
+            procs.append(start([sys.executable, "-m", "uvicorn", "benchmarks.transport_floor_app:app", "--port",
+                                str(ports["floor"]), *uvicorn_flags, "--loop", "uvloop", "--http", "httptools"],
+                               f"http://127.0.0.1:{ports['floor']}/", env={"GRADSERVE_FLOOR_DIR": str(floor_dir)}))
+            writers = Writers(engine_gradients(mlp))
             engine_mlp = InProcessMLP(args.device)
             for r in range(args.rounds):
                 order = modes if r % 2 == 0 else modes[::-1]
@@ -255,9 +322,14 @@ def main(argv: list[str] | None = None) -> int:
                                                 args.duration, json_headers)
                     for mode in order:
                         grad(mode, "tutorial", conns, f"tutorial_c{conns}")
-                floor_body, floor_headers = bodies[modes[0]]["mlp_binary"]
-                got["floor_mlp_binary_c1"] = wrk(f"http://127.0.0.1:{ports['floor']}/", floor_body, 1,
-                                                 args.duration, floor_headers)
+                got["echo2_c16"] = wrk(f"http://127.0.0.1:{ports['echo2']}/echo", echo_body, 16, args.duration,
+                                       json_headers)
+                for enc in ("binary", "b64", "json"):
+                    floor_body, floor_headers = bodies[modes[0]][f"mlp_{enc}"]
+                    got[f"floor_mlp_{enc}_c1"] = wrk(f"http://127.0.0.1:{ports['floor']}/{enc}", floor_body, 1,
+                                                     args.duration, floor_headers)
+                got["writer_mlp_json"] = {"p50_ms": writers.p50_ms("json", 11)}
+                got["writer_mlp_b64"] = {"p50_ms": writers.p50_ms("b64", 11)}
                 got["mlp_in_process"] = {"p50_ms": engine_mlp.p50_ms(100)}
                 for enc in ("binary", "b64", "json"):
                     for mode in order:
@@ -276,8 +348,16 @@ def main(argv: list[str] | None = None) -> int:
             stop(procs)
 
     ratios: dict[str, dict[str, list[float]]] = {mode: {name: [] for name in GOALS} for mode in modes}
+    floors: dict[str, list[float]] = {name: [] for name in FLOORS}
     for got in rounds:
         engine_ms = statistics.mean([got["mlp_in_process"]["p50_ms"], got["mlp_in_process_after"]["p50_ms"]])
+        for enc in ("binary", "b64", "json"):
+            floors[f"floor_mlp_{enc}_vs_in_process"].append(got[f"floor_mlp_{enc}_c1"]["p50_ms"] / engine_ms)
+            floors[f"engine_plus_floor_{enc}_vs_in_process"].append(1 + got[f"floor_mlp_{enc}_c1"]["p50_ms"] / engine_ms)
+        for enc in ("b64", "json"):
+            floors[f"engine_plus_floor_plus_writer_{enc}_vs_in_process"].append(
+                1 + (got[f"floor_mlp_{enc}_c1"]["p50_ms"] + got[f"writer_mlp_{enc}"]["p50_ms"]) / engine_ms)
+        floors["echo2_c16_rps_vs_echo"].append(got["echo2_c16"]["rps"] / got["echo_c16"]["rps"])
         for mode in modes:
             ratio = ratios[mode]
             ratio["tutorial_c1_p50_vs_echo"].append(got[f"{mode}_tutorial_c1"]["p50_ms"] / got["echo_c1"]["p50_ms"])
@@ -307,9 +387,15 @@ def main(argv: list[str] | None = None) -> int:
             met = median <= goal if op == "<=" else median >= goal
             cells.append(f"{median:.2f} | {_spread(values)} | {'yes' if met else 'NO'}")
         print(f"| {name} | {op} {goal} | " + " | ".join(cells) + " |")
+    print()
+    print("| floor (no gradserve code: what the machine's HTTP and writers cost) | median | range |")
+    print("|---|---:|---:|")
+    for name, values in floors.items():
+        print(f"| {name} | {statistics.median(values):.2f} | {_spread(values)} |")
     if args.json:
         args.json.write_text(json.dumps({"device": args.device, "rounds": rounds, "load_average": loads,
-                                         "ratios": ratios, "duration_s": args.duration}, indent=2))
+                                         "ratios": ratios, "floors": floors, "duration_s": args.duration},
+                                        indent=2))
     return 0
 
 
