@@ -293,6 +293,13 @@ def main(argv: list[str] | None = None) -> int:
                 for body, headers in bodies[mode].values():  # warm: compiled, and answered 200
                     for _ in range(3 * workers):  # every serving process compiles its own
                         httpx.post(f"{base}/grad", content=body, headers=headers, timeout=120).raise_for_status()
+            # Warm at c=16 too: the batched programs (batch sizes 2, 4, 8, 16) compile in the background
+            # on their first batches, in every serving process, and must not be compiling in round 1.
+            for mode in modes:
+                tut_body, tut_headers = bodies[mode]["tutorial"]
+                for _ in range(2):
+                    wrk(f"http://127.0.0.1:{ports[mode]}/grad", tut_body, 16, 3, tut_headers)
+                    time.sleep(3)
             echo_body = bodies[modes[0]]["tutorial"][0]  # the same bytes through the echo endpoint
             # The floor app answers gradserve's own answers, byte for byte, and the writers' floor:
             # the fastest known JSON and base64 writers on the MLP's gradients, in this process.
