@@ -70,6 +70,9 @@ class GradJob:
     network_doc: dict[str, Any] | None = None
     # The prefix of the network's error paths: "network." inline, "" registered (Network.path).
     network_path: str = ""
+    # The worker's key of the compiled program this job runs (service.worker.main), taken once:
+    # the in-process transport, the compile budget and the batcher each ask for it. Not sent.
+    program_key: Any = field(default=None, repr=False, compare=False)
 
     def to_wire(self) -> tuple[Any, ...]:
         return (self.network_id, pack(self.inputs), self.spec, pack(self.extra), pack(self.parameters),

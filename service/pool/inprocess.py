@@ -207,7 +207,7 @@ class InProcessWorker(WorkerHandle):
         with nothing else to do (so jobs stay in order and the engine is used by one thread)."""
         job_id, job, sent_at = m.read_job(msg)
         try:
-            key = (getattr(worker.compiles, "key", None) or worker.compiles._key)(job)
+            key = worker.compiles.key(job)
         except Exception:  # noqa: BLE001 - an odd job: the engine thread says what is wrong
             return False
         self.keys[job_id] = key

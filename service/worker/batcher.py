@@ -30,6 +30,8 @@ import threading
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
+import numpy as np
+
 log = logging.getLogger("gradserve.worker")
 
 T = TypeVar("T")
@@ -40,6 +42,8 @@ ALONE = None
 
 def signature(value: Any) -> Any:
     """What a compiled program depends on in a job's arrays: shapes and dtypes, not values."""
+    if type(value) is np.ndarray:  # the common case first: a job's arrays are NumPy's
+        return (value.shape, value.dtype.str)
     if hasattr(value, "shape") and hasattr(value, "dtype"):
         # dtype.str, not str(dtype): 0.16 against 2.8 µs, and a job's key is taken on every call
         return (tuple(value.shape), value.dtype.str)

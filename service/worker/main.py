@@ -421,8 +421,12 @@ class _CompileBudget:
         self.checks: Any = None  # the check thread's (large networks)
 
     def key(self, job: m.GradJob) -> Any:
-        return (job.network_id, _signature(job.spec), _signature(job.inputs), _signature(job.parameters),
-                _signature(job.extra))
+        """The job's program: network, spec (plain hashable data) and its arrays' signatures."""
+        key = job.program_key
+        if key is None:
+            key = job.program_key = (job.network_id, job.spec, _signature(job.inputs), _signature(job.parameters),
+                                     _signature(job.extra))
+        return key
 
     def divert(self, job_id: int, job: m.GradJob, sent_at: float, net: Any, evicted: list[str]) -> bool:
         """True if the job was answered (a remembered failure, an estimate over budget) or handed
