@@ -103,3 +103,20 @@ def test_every_other_message_is_read_back_by_its_reader() -> None:
 
 def test_the_default_spec_is_grad_operation_without_flags() -> None:
     assert GradJob("sha256:x", []).spec == to_wire(GradOperation())
+
+
+def test_within_a_process_a_job_and_a_result_are_handed_over_as_they_are() -> None:
+    """The in-process transport (service/pool/inprocess.py) passes messages without the framing:
+    no packing, no copies of the arrays; between processes the framing sends the wire tuples."""
+    job = GradJob(network_id="sha256:abc", inputs=[ARRAYS[0]], spec=to_wire(GradOperation(get_all=True)))
+    job.program_key = ("sha256:abc", "a key the worker took")
+    _, same, _ = m.read_job(m.job(1, job, 0.0))
+    assert same is job and same.inputs[0] is ARRAYS[0]
+    result = JobResult({"gradients": [ARRAYS[0]]})
+    assert m.read_result(m.result(2, result, []))[1] is result
+    _, back, _ = m.read_job(_through_the_frame(m.job(1, job, 0.0)))
+    assert back is not job and back.program_key is None  # the worker's key is not sent
+    np.testing.assert_array_equal(back.inputs[0], ARRAYS[0])
+    wire = m.to_wire(m.job(1, job, 0.0))
+    assert type(wire[2]) is tuple and wire[2][0] == "sha256:abc"  # plain data for the pickle
+    assert m.from_wire(wire)[2].network_id == job.network_id
