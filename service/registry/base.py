@@ -52,8 +52,10 @@ class Registry:
     def close(self) -> None:
         raise NotImplementedError
 
-    def check(self) -> None:
-        """Raise :class:`RegistryUnavailableError` if the registry cannot be used now (no blocking I/O)."""
+    def check(self, *, hot: bool = False) -> None:
+        """Raise :class:`RegistryUnavailableError` if the registry cannot be used now (no blocking I/O).
+        ``hot``: asked on every ``/grad`` by id (:meth:`cached`): a backend may look at its storage
+        less often there, as long as every other operation looks each time."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -82,7 +84,7 @@ class Registry:
     def cached(self, namespace: str, network_id: str) -> engine.Network | None:
         """The parsed network if it is in the LRU and still registered (safe on the event loop:
         no disk I/O). Raises :class:`RegistryUnavailableError` like every other route would."""
-        self.check()
+        self.check(hot=True)
         if not self._fresh():
             return None
         return self._cache.get((namespace, network_id))

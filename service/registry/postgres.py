@@ -129,7 +129,7 @@ class PostgresRegistry(Registry):
                 except Exception:  # noqa: BLE001
                     pass
 
-    def check(self) -> None:
+    def check(self, *, hot: bool = False) -> None:
         if self._conn is None:
             raise self._unavailable("the registry is not open")
         if not self._listening.is_set() and self._error is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 
 import pytest
 
@@ -126,6 +127,29 @@ def test_deleted_file_is_a_clear_503(registry, networks):
     fresh.close()
 
 
+def test_a_grad_by_id_notices_a_deleted_file_within_the_file_check_interval(registry, networks):
+    """Registry.cached (every /grad by id, on the event loop) looks at the file every FILE_CHECK_S
+    at most; every other operation, and check() itself, looks at once."""
+    from service.registry.sqlite import FILE_CHECK_S
+
+    registry.put("ns", networks[0])
+    assert registry.cached("ns", networks[0].id) is not None  # looked at the file just now
+    registry.path.unlink()
+    assert not healthy(registry)  # not the hot path: at once
+    fresh = SQLiteRegistry(registry.path.parent / "other.sqlite3")
+    fresh.open()
+    fresh.put("ns", networks[0])
+    assert fresh.cached("ns", networks[0].id) is not None
+    fresh.path.unlink()
+    deadline = time.monotonic() + FILE_CHECK_S + 1.0
+    with pytest.raises(RegistryUnavailableError) as info:
+        while time.monotonic() < deadline:  # within the interval it may still answer from memory
+            fresh.cached("ns", networks[0].id)
+            time.sleep(FILE_CHECK_S / 10)
+    assert "deleted" in info.value.message
+    fresh.close()
+
+
 def _overwrite(path):
     with sqlite3.connect(path) as other:
         other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -171,8 +195,14 @@ def test_two_registries_on_one_file_see_each_others_deletes(tmp_path, networks):
         reg.put("ns", a)
         reg.put("ns", b)
         assert reg.cached("ns", a.id) is not None
+    queries: list[str] = []
+    two._watch.set_trace_callback(queries.append)  # noqa: SLF001 - what the hot path asks SQLite
+    for _ in range(3):
+        assert two.cached("ns", a.id) is not None
+    assert queries == []  # nothing committed: the WAL index header said so, no query
     assert one.delete("ns", a.id) is False
     assert two.cached("ns", a.id) is None  # at once, with no call to the database but the version
+    assert queries[0] == "PRAGMA data_version"
     with pytest.raises(NotFoundError):
         two.get("ns", a.id)
     assert two.cached("ns", b.id) is not None  # only what was deleted is forgotten
