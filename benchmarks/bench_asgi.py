@@ -138,4 +138,6 @@ if __name__ == "__main__":
     parser.add_argument("--worker-mode", choices=["inprocess", "process"], default="inprocess")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--top", type=int, default=35)
-    sys.exit(asyncio.run(main(parser.parse_args())))
+    import uvloop  # the server's loop (service/cli.py)
+
+    sys.exit(uvloop.run(main(parser.parse_args())))
