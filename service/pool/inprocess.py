@@ -99,8 +99,10 @@ def _thread_worker_class() -> type:
             while not inbox:
                 if timeout == 0:
                     return None
-                handle.idle = True
+                handle.idle = True  # from here on the pool pokes the wake-up pipe (send)
                 try:
+                    if inbox:  # put there before idle was set, so with no poke
+                        break
                     if not self.poller.poll(timeout * 1000):
                         return None
                 finally:
@@ -127,6 +129,8 @@ class InProcessWorker(WorkerHandle):
         self.keys: dict[int, Any] = {}  # job id -> its program's key, until answered
         self.tiny: dict[Any, bool] = {}  # program key -> its last call took <= INLINE_MAX_MS
         self.inlined = 0  # jobs computed on the event loop (for tests and benchmarks)
+        self._outbox: deque[Any] = deque()  # messages from the engine's threads, for the loop (deliver)
+        self._flush_due = False
         self._loop_thread = threading.get_ident()
         self._on_message = on_message
         self._on_exit = on_exit
@@ -157,21 +161,32 @@ class InProcessWorker(WorkerHandle):
 
     def _exited(self, code: int) -> None:
         try:
-            self.loop.call_soon_threadsafe(self._exit, code)
+            self.loop.call_soon_threadsafe(self._flush_then_exit, code)
         except RuntimeError:
             pass  # the loop is closed: nobody is waiting
 
     # -- replies, on the loop ------------------------------------------------------------------
 
     def deliver(self, msg: Any) -> None:
-        """A message from the engine (any thread) to the pool, on the loop."""
+        """A message from the engine (any thread) to the pool, on the loop. From another thread
+        the messages wait in an outbox that one callback empties: a batch's answers wake the loop
+        once, not once each (a call_soon_threadsafe is a write to the loop's wake-up pipe)."""
         if threading.get_ident() == self._loop_thread:
             self._handle(msg)
-        else:
+            return
+        self._outbox.append(msg)
+        if not self._flush_due:
+            self._flush_due = True
             try:
-                self.loop.call_soon_threadsafe(self._handle, msg)
+                self.loop.call_soon_threadsafe(self._flush)
             except RuntimeError:
                 pass  # the loop is closed
+
+    def _flush(self) -> None:
+        self._flush_due = False  # first: a message put after this schedules a flush of its own
+        outbox = self._outbox
+        while outbox:
+            self._handle(outbox.popleft())
 
     def _handle(self, msg: Any) -> None:
         if self.gone:
@@ -199,7 +214,8 @@ class InProcessWorker(WorkerHandle):
         if kind == m.JOB and worker is not None and self._inline(worker, msg):
             return None
         self.inbox.append(msg)
-        self.wake.poke()
+        if self.idle:  # a busy engine thread reads the inbox before it waits again: no write needed
+            self.wake.poke()
         return None
 
     def _inline(self, worker: Any, msg: Any) -> bool:
@@ -224,6 +240,10 @@ class InProcessWorker(WorkerHandle):
         self.inbox.append(m.stop())
         self.wake.poke()
         self.loop.call_soon(self._exit, -9)
+
+    def _flush_then_exit(self, code: int) -> None:
+        self._flush()  # the thread's last answers first, as they were sent
+        self._exit(code)
 
     def _exit(self, code: int) -> None:
         if not self.gone:
