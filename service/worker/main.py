@@ -13,6 +13,7 @@ error kinds, which the server encodes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -21,6 +22,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 from service.ipc import messages as m
@@ -59,6 +61,8 @@ class Worker:
         self.backlog: deque[Any] = deque()  # messages read and not yet handled
         self.fd = conn.fileno()
         self.send_lock = threading.Lock()
+        self._corked: list[Any] | None = None  # the parts held by answers_together
+        self._corked_by: int | None = None
         self.reader = FrameReader(self.fd)
         self.poller = select.poll()
         self.poller.register(self.fd, select.POLLIN)
@@ -75,7 +79,30 @@ class Worker:
     def send(self, msg: Any) -> None:
         with self.send_lock:  # the compile thread answers too
             parts, _ = encode_msg(msg, self.ring.alloc if self.ring is not None else None, self.results)
+            corked = self._corked
+            if corked is not None:
+                if threading.get_ident() == self._corked_by:
+                    corked += parts  # written with the rest of the batch's answers (answers_together)
+                    return
+                # another thread's answer: what is held goes first, so the socket carries the
+                # messages in the order their shared-memory regions were taken from the ring
+                parts = corked + parts
+                corked.clear()
             write_parts(self.fd, parts)
+
+    @contextlib.contextmanager
+    def answers_together(self) -> Iterator[None]:
+        """The answers this thread sends meanwhile are written with one writev at the end: a
+        batch's answers wake the server once, not once each."""
+        with self.send_lock:
+            self._corked, self._corked_by = [], threading.get_ident()
+        try:
+            yield
+        finally:
+            with self.send_lock:
+                parts, self._corked = self._corked or [], None
+                if parts:
+                    write_parts(self.fd, parts)
 
     def _job_region(self, start: int, length: int) -> Any:
         if self.jobs is None:
@@ -347,6 +374,12 @@ class Worker:
             return group
         alone = []
         n = sum(1 for o in outcomes if o is not ALONE and not isinstance(o, BaseException))
+        with self.answers_together():
+            evicted = self._answer_batch(group, outcomes, alone, started, n, evicted)
+        return alone
+
+    def _answer_batch(self, group: list[list[Any]], outcomes: list[Any], alone: list[list[Any]], started: float,
+                      n: int, evicted: list[str]) -> list[str]:
         for entry, outcome in zip(group, outcomes):
             job_id, _, sent_at, _, wait_s = entry
             if outcome is ALONE:
@@ -362,7 +395,7 @@ class Worker:
                 self.send(self._result(job_id, outcome, started - sent_at, n, wait_s, evicted))
             evicted = []
             self._done(job_id)
-        return alone
+        return evicted
 
 
 #: the longest a starting worker spends preloading programs before it takes requests

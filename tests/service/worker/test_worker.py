@@ -111,3 +111,23 @@ def test_a_cancelled_or_late_job_is_not_computed(served: Served) -> None:
     assert m.read_expired(served.recv())[0] == 2
     served.send(m.job(3, job(), time.monotonic()))
     assert m.read_result(served.recv())[1].cache_stats["misses"] == 1  # the first compile: 1 and 2 ran nothing
+
+
+def test_a_batchs_answers_are_written_together_in_the_order_they_were_sent(served):
+    """answers_together (Worker._run_batch): nothing reaches the server until the batch is
+    answered, then every answer at once; another thread's answer meanwhile (the compile thread)
+    goes out at once, behind what was held, so the socket keeps the order of sending."""
+    worker = served.worker
+    with worker.answers_together():
+        worker.send(m.expired(1, {}))
+        worker.send(m.expired(2, {}))
+        assert not served.server.poll(0.2), "an answer left before the batch was answered"
+        other = threading.Thread(target=worker.send, args=(m.expired(3, {}),))
+        other.start()
+        other.join(10)
+        assert served.server.poll(10), "another thread's answer was held"
+        got = [m.read_expired(served.recv())[0] for _ in range(3)]
+        assert got == [1, 2, 3]
+        worker.send(m.expired(4, {}))
+        assert not served.server.poll(0.2)
+    assert m.read_expired(served.recv())[0] == 4
