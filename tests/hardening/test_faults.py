@@ -48,8 +48,12 @@ def _alive(pid: int) -> bool:
 def test_sigkill_a_worker_under_load(server_factory, figures):
     """Two workers; six ~1 s requests spread over them; worker 0 is SIGKILLed while it holds some.
     Exactly its requests fail (500 worker_died, naming it), the other worker's succeed, the pool
-    respawns it, and the next requests succeed (on both workers)."""
-    server = server_factory(workers=2, queue_size=8)
+    respawns it, and the next requests succeed (on both workers).
+
+    The process design's own behaviour (an engine process apart from the HTTP process): pinned to
+    it. In the in-process design a SIGKILL takes the HTTP process with its connections, and the
+    supervisor restarts it: tests/service/pool/test_inprocess.py tests that."""
+    server = server_factory(workers=2, queue_size=8, worker_mode="process")
     pids = {i: worker_pid_from_log(server, i) for i in (0, 1)}
     assert all(pids.values()), server.log()[-2000:]
     with server.client(timeout=120) as c:
@@ -126,9 +130,13 @@ def test_compile_past_the_deadline_is_a_504_and_the_worker_goes_on(hard_server, 
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_0(server_factory, figures):
+    """SIGTERM with three requests in flight: they finish (200), new ones get 503 draining until
+    the listener closes (then refused, not left waiting), the exit status is 0, and the engine
+    processes exit with the server: the worker processes (process design), or the supervisor's
+    children that hold the engines (in-process design)."""
     server = server_factory(workers=1, queue_size=8, drain_timeout_s=60)
-    workers = server.worker_pids()
-    assert workers
+    workers = server.engine_pids()
+    assert workers and server.pid not in workers, workers
 
     def one() -> httpx.Response:
         with server.client(timeout=120) as own:
@@ -148,8 +156,11 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(server_factory, figures):
             with httpx.Client(base_url=server.url, timeout=10) as fresh:
                 r = fresh.post("/grad", json=tutorial_request())
                 ready = fresh.get("/health/ready")
-        except httpx.TransportError:
+        except httpx.TransportError as exc:
             closed_after = time.monotonic() - signalled
+            # refused (or closed), not left unanswered: in the in-process design the supervisor's
+            # copy of the listener kept it open, and a new connection waited in the backlog
+            assert not isinstance(exc, httpx.TimeoutException), f"a new request waited unanswered: {exc!r}"
             break
         err = error_of(r, 503, "draining")
         assert int(r.headers["retry-after"]) >= 1, err
@@ -165,7 +176,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(server_factory, figures):
     exited_after = time.monotonic() - signalled
     assert refused_503 >= 1 and not_ready >= 1
     poll(lambda: [p for p in workers if _alive(p)], lambda left: not left, timeout=30,
-         what="the worker processes to exit with the server")
+         what="the engine processes to exit with the server")
     assert "Traceback" not in server.log(), server.log()[-3000:]
     figures["sigterm"] = {"in_flight": 3, "in_flight_200": 3, "new_requests_503_draining": refused_503,
                           "listener_closed_after_s": round(closed_after, 2), "exit_code": 0,
