@@ -138,7 +138,8 @@ def start_server(directory: Path, *, wait_ready: bool = True, env: dict[str, str
     settings.setdefault("registry_path", directory / "registry.sqlite3")
     settings.setdefault("device", "cpu")
     settings.setdefault("workers", 1)
-    # GRADSERVE_TEST_WORKER_MODE=inprocess runs the suite's servers in the other process design (issue 14.4)
+    # GRADSERVE_TEST_WORKER_MODE=process runs the suite's servers in the other process design than
+    # the default (inprocess, issue 14.4), except those a test pins to one
     if os.environ.get("GRADSERVE_TEST_WORKER_MODE"):
         settings.setdefault("worker_mode", os.environ["GRADSERVE_TEST_WORKER_MODE"])
     args = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
