@@ -13,8 +13,8 @@ and exactly the requests it held.
 Signals: SIGTERM or SIGINT is passed on to every child, which drains (``--drain-timeout-s``) and
 exits; the supervisor closes its own copy of the listening socket, so that new connections are
 refused once the children have closed theirs; a second signal is passed on too (the children stop
-without waiting). Children run in their
-own process group (a Ctrl-C reaches them once, through here) and get SIGTERM if the supervisor dies.
+without waiting). Children run in their own process group (a Ctrl-C reaches them once, through
+here) and get SIGTERM if the supervisor dies.
 A child that dies is restarted at once, with back-off when it dies again soon after starting;
 when every start of a slot fails before serving three times in a row (a bad registry file, say),
 the supervisor stops and exits 3, as a single server would.

@@ -58,7 +58,7 @@ def _trim_heap() -> None:
     buffers, and the CLI keeps blocks of up to 8 MiB on the heap (the MLP's calls paid ~2,000 page
     faults each with fresh mappings, service/cli.py): after a burst of large requests their freed
     pages stayed in RSS (tests/hardening/test_overload.py, a burst of 5 MiB bodies: 92 and 102 MiB
-    over the baseline 20 s later, in two runs; with this, 24 MiB under it). Called on the engine
+    over the baseline 20 s later, in two runs; with this, 18 MiB under it). Called on the engine
     thread once it has been idle TRIM_IDLE_S after large jobs, never between the requests of a
     steady load; it costs about 13 ms per 150 MB given back, ~0.05 ms when there is nothing to
     give. No-op without glibc."""

@@ -172,8 +172,8 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(server_factory, figures):
                 ready = fresh.get("/health/ready")
         except httpx.TransportError as exc:
             closed_after = time.monotonic() - signalled
-            # refused (or closed), not left unanswered: in the in-process design the supervisor's
-            # copy of the listener kept it open, and a new connection waited in the backlog
+            # refused (or closed), not left to time out: in the in-process design the supervisor
+            # holds a copy of the listener too, and must close it (a connection would wait in the backlog)
             assert not isinstance(exc, httpx.TimeoutException), f"a new request waited unanswered: {exc!r}"
             break
         err = error_of(r, 503, "draining")
