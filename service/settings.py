@@ -17,7 +17,7 @@ class Settings(BaseSettings):
     workers: int | None = Field(None, ge=1, description="engine worker processes; unset: one per GPU, else 1")
     device: Literal["auto", "cpu", "gpu"] = Field("auto", description="where the workers run")
     worker_mode: Literal["process", "inprocess"] = Field(
-        "process", description="process: the HTTP process hands jobs to one engine process per device; inprocess: "
+        "inprocess", description="process: the HTTP process hands jobs to one engine process per device; inprocess: "
         "one HTTP process per device runs its engine itself, under a supervisor that restarts one that dies "
         "(docs/benchmarks.md, issue 14)")
     registry_path: Path = Field(Path("var/registry.sqlite3"), description="SQLite file of registered networks")

@@ -11,8 +11,10 @@ the connections queued on a dead one). Each child runs one engine on its device
 and exactly the requests it held.
 
 Signals: SIGTERM or SIGINT is passed on to every child, which drains (``--drain-timeout-s``) and
-exits; a second one is passed on too (the children stop without waiting). Children run in their
-own process group (a Ctrl-C reaches them once, through here) and get SIGTERM if the supervisor dies.
+exits; the supervisor closes its own copy of the listening socket, so that new connections are
+refused once the children have closed theirs; a second signal is passed on too (the children stop
+without waiting). Children run in their own process group (a Ctrl-C reaches them once, through
+here) and get SIGTERM if the supervisor dies.
 A child that dies is restarted at once, with back-off when it dies again soon after starting;
 when every start of a slot fails before serving three times in a row (a bad registry file, say),
 the supervisor stops and exits 3, as a single server would.
@@ -181,6 +183,11 @@ class Supervisor:
                     if child.restart_at is not None and now >= child.restart_at:
                         self._spawn(child)
                         alive += 1
+                if self.stopping and self.sock.fileno() != -1:
+                    # Our copy of the listener must not outlive the children's: once the last one
+                    # has drained and closed its copy, a new connection is refused (as by a single
+                    # server), instead of waiting unanswered in the backlog until we exit.
+                    self.sock.close()
                 if self.stopping and not alive:
                     break
                 time.sleep(self.poll_s)

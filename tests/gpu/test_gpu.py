@@ -33,9 +33,14 @@ def gpu_server(tmp_path_factory):
 
 
 def test_one_worker_per_gpu(gpu_server):
+    """One engine per GPU: worker processes of the one HTTP process (``process``), or one HTTP
+    process per GPU under the supervisor (``inprocess``, the default), each listing its one worker
+    in its own /metrics."""
+    count = _gpu_count()
+    assert len(gpu_server.engine_pids()) == count
     metrics = httpx.get(gpu_server.url + "/metrics").text
     workers = [line for line in metrics.splitlines() if line.startswith("gradserve_worker_queue_depth{")]
-    assert len(workers) == _gpu_count(), metrics
+    assert len(workers) == (count if gpu_server.worker_pids() else 1), metrics
 
 
 def test_tutorial_on_the_gpu(gpu_server):

@@ -48,8 +48,12 @@ def _alive(pid: int) -> bool:
 def test_sigkill_a_worker_under_load(server_factory, figures):
     """Two workers; six ~1 s requests spread over them; worker 0 is SIGKILLed while it holds some.
     Exactly its requests fail (500 worker_died, naming it), the other worker's succeed, the pool
-    respawns it, and the next requests succeed (on both workers)."""
-    server = server_factory(workers=2, queue_size=8)
+    respawns it, and the next requests succeed (on both workers).
+
+    The process design's own behaviour (an engine process apart from the HTTP process): pinned to
+    it. In the in-process design a SIGKILL takes the HTTP process with its connections, and the
+    supervisor restarts it: tests/service/pool/test_inprocess.py tests that."""
+    server = server_factory(workers=2, queue_size=8, worker_mode="process")
     pids = {i: worker_pid_from_log(server, i) for i in (0, 1)}
     assert all(pids.values()), server.log()[-2000:]
     with server.client(timeout=120) as c:
@@ -90,13 +94,21 @@ def test_sigkill_a_worker_under_load(server_factory, figures):
 
 
 def test_compile_past_the_deadline_is_a_504_and_the_worker_goes_on(hard_server, figures):
-    """A first-time compile of an 800-node network with timeout_ms 150: 504 at the deadline, while
+    """A first-time compile of a 240-node network with timeout_ms 150: 504 at the deadline, while
     the worker compiles, not at the end of the compile. The same worker process (no restart) then
-    serves the next requests, and the abandoned compile was not wasted (it is in the cache)."""
+    serves the next requests, and the abandoned compile was not wasted (it is in the cache).
+
+    240 nodes, under the worker's CHECK_NODES (256): a larger network is first checked (abstract
+    evaluation) on the worker's check thread, at the lowest CPU priority, and a job whose deadline
+    passes there is skipped before its compile starts, by design. With 800 nodes that made this
+    test fail on a loaded machine in both designs (the next call compiled for 1.8-2.3 s: 1 of 4
+    tries in process, 2 of 4 in inprocess, while a container image was being built)."""
     with hard_server.client(HARD_KEY, timeout=120) as c:
-        before = metric(c.get("/metrics").text, "gradserve_worker_restarts_total", worker="0")
+        text = c.get("/metrics").text
+        before = metric(text, "gradserve_worker_restarts_total", worker="0")
+        compiled_before = metric(text, "gradserve_compile_cache_compile_seconds_total", worker="0") or 0.0
         pid = worker_pid_from_log(hard_server, 0)
-        request = chain_request(800)
+        request = chain_request(240)
         # timeout_ms 1: the deadline passes in the server (parse, abstract evaluation): the job never
         # reaches the worker. This also leaves the network parsed and validated in the server, so
         # that the next call's deadline is spent in the worker's compile.
@@ -114,9 +126,15 @@ def test_compile_past_the_deadline_is_a_504_and_the_worker_goes_on(hard_server, 
         again = c.post("/grad", json=request)
         assert again.status_code == 200, again.text
         assert again.json()["timing_ms"]["compile"] == 0.0, again.json()["timing_ms"]
+        text = c.get("/metrics").text
+        # the engine's compile time grew by the abandoned compile (and the tutorial's, if it was cold):
+        # longer than the 504 took, so the 504 came at the deadline, not at the end of the compile
+        compiled_s = (metric(text, "gradserve_compile_cache_compile_seconds_total", worker="0") or 0.0) - compiled_before
+        assert compiled_s > took, (compiled_s, took)
         assert worker_pid_from_log(hard_server, 0) == pid
-        assert metric(c.get("/metrics").text, "gradserve_worker_restarts_total", worker="0") == before
+        assert metric(text, "gradserve_worker_restarts_total", worker="0") == before
     figures["compile_deadline"] = {"timeout_ms": 150, "answered_504_after_s": round(took, 3),
+                                   "abandoned_compile_s": round(compiled_s, 2),
                                    "next_request_s": round(next_s, 2),
                                    "same_network_again_compile_ms": again.json()["timing_ms"]["compile"]}
     assert_healthy(hard_server, HARD_KEY)
@@ -126,9 +144,13 @@ def test_compile_past_the_deadline_is_a_504_and_the_worker_goes_on(hard_server, 
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_0(server_factory, figures):
+    """SIGTERM with three requests in flight: they finish (200), new ones get 503 draining until
+    the listener closes (then refused, not left waiting), the exit status is 0, and the engine
+    processes exit with the server: the worker processes (process design), or the supervisor's
+    children that hold the engines (in-process design)."""
     server = server_factory(workers=1, queue_size=8, drain_timeout_s=60)
-    workers = server.worker_pids()
-    assert workers
+    workers = server.engine_pids()
+    assert workers and server.pid not in workers, workers
 
     def one() -> httpx.Response:
         with server.client(timeout=120) as own:
@@ -148,8 +170,11 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(server_factory, figures):
             with httpx.Client(base_url=server.url, timeout=10) as fresh:
                 r = fresh.post("/grad", json=tutorial_request())
                 ready = fresh.get("/health/ready")
-        except httpx.TransportError:
+        except httpx.TransportError as exc:
             closed_after = time.monotonic() - signalled
+            # refused (or closed), not left to time out: in the in-process design the supervisor
+            # holds a copy of the listener too, and must close it (a connection would wait in the backlog)
+            assert not isinstance(exc, httpx.TimeoutException), f"a new request waited unanswered: {exc!r}"
             break
         err = error_of(r, 503, "draining")
         assert int(r.headers["retry-after"]) >= 1, err
@@ -165,7 +190,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(server_factory, figures):
     exited_after = time.monotonic() - signalled
     assert refused_503 >= 1 and not_ready >= 1
     poll(lambda: [p for p in workers if _alive(p)], lambda left: not left, timeout=30,
-         what="the worker processes to exit with the server")
+         what="the engine processes to exit with the server")
     assert "Traceback" not in server.log(), server.log()[-3000:]
     figures["sigterm"] = {"in_flight": 3, "in_flight_200": 3, "new_requests_503_draining": refused_503,
                           "listener_closed_after_s": round(closed_after, 2), "exit_code": 0,

@@ -29,7 +29,9 @@ def test_ready_is_503_while_every_queue_place_is_held(server_factory):
 
 
 def test_ready_is_503_while_the_worker_is_stopped(server_factory):
-    server = server_factory(workers=1, worker_hang_s=1)
+    """A worker process stopped (SIGSTOP) while its HTTP process goes on: the process design's
+    own case, pinned to it (in the in-process design a stopped process is the HTTP server too)."""
+    server = server_factory(workers=1, worker_hang_s=1, worker_mode="process")
     (pid,) = server.worker_pids()
     with server.client(timeout=30) as c:
         assert c.get("/health/ready").status_code == 200
@@ -93,8 +95,11 @@ def test_a_long_compute_someone_waits_for_is_busy_not_hung(server_factory):
 def test_jobs_go_around_a_hung_worker(server_factory):
     """Two workers; worker 0 holds the tutorial network (affinity) and then hangs in a compute
     whose caller got 504. The next tutorial /grad goes to worker 1 instead of waiting behind
-    that compute (before: affinity sent it to worker 0, where it waited for the compute)."""
-    server = server_factory(workers=2, worker_hang_s=1, timeout_ms=120_000)
+    that compute (before: affinity sent it to worker 0, where it waited for the compute).
+
+    The process design's routing between its workers, pinned to it: in the in-process design each
+    HTTP process has one engine and the kernel spreads the connections (nothing to route)."""
+    server = server_factory(workers=2, worker_hang_s=1, timeout_ms=120_000, worker_mode="process")
     request = slow_request(depth=160, name="hung-one")
     with server.client(timeout=120) as c:
         assert c.post("/grad", json=tutorial_request()).status_code == 200  # worker 0 (idle, lowest slot)

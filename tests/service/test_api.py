@@ -429,7 +429,10 @@ def _wait_busy(c: httpx.Client, depth: int = 1, timeout: float = 30.0) -> None:
 
 
 def test_lifecycle(server_factory, tutorial):
-    server = server_factory(wait_ready=False, queue_size=1, drain_timeout_s=60)
+    # worker_mode="process": step 3 SIGKILLs the worker process under a job (500 worker_died, the
+    # server stays up); in the in-process design that process is the HTTP server itself (its
+    # counterpart: tests/service/pool/test_inprocess.py)
+    server = server_factory(wait_ready=False, queue_size=1, drain_timeout_s=60, worker_mode="process")
     quick = tutorial[0]["request"]
     with server.client(timeout=120) as c:
         # 1. not ready yet: the worker is still importing JAX

@@ -116,7 +116,9 @@ def test_a_restarted_worker_parsed_the_warm_networks_so_their_first_job_carries_
     net = engine.parse_network(mlp["network"])
     assert net.id == network_id
     inputs = [engine.decode_tensor(x) for x in mlp["inputs"]]
-    settings = Settings(workers=1, device="cpu", executable_store=str(store), registry_path=registry)
+    # a worker process (the pool in this process, its worker SIGKILLed below): the process design
+    settings = Settings(workers=1, device="cpu", executable_store=str(store), registry_path=registry,
+                        worker_mode="process")
     loop = asyncio.new_event_loop()
     try:
         pool = Running(loop, settings)

@@ -28,7 +28,7 @@ from tests.support.jobs import grad_job
 @pytest.fixture(scope="module")
 def pool() -> Iterator[tuple[asyncio.AbstractEventLoop, WorkerPool]]:
     loop = asyncio.new_event_loop()
-    pool = WorkerPool(Settings(workers=1, device="cpu", queue_size=16))
+    pool = WorkerPool(Settings(workers=1, device="cpu", queue_size=16, worker_mode="process"))  # the arenas
 
     async def start() -> None:
         await pool.start()

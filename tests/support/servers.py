@@ -61,9 +61,9 @@ class LiveServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def worker_pids(self) -> list[int]:
-        """The server's child processes that are engine workers (read from /proc)."""
-        pids = []
+    def _children(self) -> list[tuple[int, bytes]]:
+        """The server process's direct children and their command lines (read from /proc)."""
+        found = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -72,10 +72,30 @@ class LiveServer:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == self.pid and b"multiprocessing" in cmdline and b"resource_tracker" not in cmdline:
-                pids.append(int(entry.name))
-        return sorted(pids)
+            if int(stat.rsplit(")", 1)[1].split()[1]) == self.pid:
+                found.append((int(entry.name), cmdline))
+        return sorted(found)
+
+    def worker_pids(self) -> list[int]:
+        """The engine worker processes of the process design (``worker_mode=process``): the
+        server's multiprocessing children. None in the in-process design (see :meth:`engine_pids`)."""
+        return [pid for pid, cmd in self._children() if b"multiprocessing" in cmd and b"resource_tracker" not in cmd]
+
+    def serving_pids(self) -> list[int]:
+        """The processes that answer HTTP: in the in-process design the supervisor's children
+        (``gradserve serve`` each, with its engine inside); in the process design the server itself."""
+        return [pid for pid, cmd in self._children() if b"service.cli" in cmd] or [self.pid]
+
+    def serving_pid(self) -> int:
+        """The one process that answers HTTP (a server with one device): what a memory check measures."""
+        pids = self.serving_pids()
+        assert len(pids) == 1, f"{len(pids)} serving processes: {pids}"
+        return pids[0]
+
+    def engine_pids(self) -> list[int]:
+        """The processes whose engine computes: the worker processes (process design), or the
+        serving children, each with its engine on a thread (in-process design)."""
+        return self.worker_pids() or [pid for pid in self.serving_pids() if pid != self.pid]
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
         self._wait_for_200("ready", timeout, interval=0.1)
@@ -118,7 +138,8 @@ def start_server(directory: Path, *, wait_ready: bool = True, env: dict[str, str
     settings.setdefault("registry_path", directory / "registry.sqlite3")
     settings.setdefault("device", "cpu")
     settings.setdefault("workers", 1)
-    # GRADSERVE_TEST_WORKER_MODE=inprocess runs the suite's servers in the other process design (issue 14.4)
+    # GRADSERVE_TEST_WORKER_MODE=process runs the suite's servers in the other process design than
+    # the default (inprocess, issue 14.4), except those a test pins to one
     if os.environ.get("GRADSERVE_TEST_WORKER_MODE"):
         settings.setdefault("worker_mode", os.environ["GRADSERVE_TEST_WORKER_MODE"])
     args = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]

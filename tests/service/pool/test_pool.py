@@ -1,5 +1,6 @@
 """service.pool, with real worker processes on the CPU (no fakes: tests/service/pool/test_fake_pool.py
-has those).
+has those). Every pool here is ``worker_mode="process"``: these tests are of that transport (worker
+processes, their pids, SIGKILL of one); the in-process one has tests/service/pool/test_inprocess.py.
 
 Two pools live for the whole module (starting one costs about two seconds): ``pool2`` (two
 workers) and ``pool1`` (one worker, a queue of two, room for one parsed network). Tests that
@@ -169,7 +170,7 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 @pytest.fixture(scope="module")
 def pool2(loop: asyncio.AbstractEventLoop) -> Iterator[Running]:
-    running = Running(loop, Settings(workers=2, device="cpu", queue_size=4))
+    running = Running(loop, Settings(workers=2, device="cpu", queue_size=4, worker_mode="process"))
     running.start()
     yield running
     running.stop()
@@ -177,7 +178,8 @@ def pool2(loop: asyncio.AbstractEventLoop) -> Iterator[Running]:
 
 @pytest.fixture(scope="module")
 def pool1(loop: asyncio.AbstractEventLoop) -> Iterator[Running]:
-    running = Running(loop, Settings(workers=1, device="cpu", queue_size=2, network_cache_size=1))
+    running = Running(loop, Settings(workers=1, device="cpu", queue_size=2, network_cache_size=1,
+                                     worker_mode="process"))
     running.start()
     yield running
     running.stop()
@@ -354,7 +356,7 @@ def test_an_evicted_network_is_sent_again(pool1: Running) -> None:
 
 
 def test_not_ready_until_the_handshake_and_drain_waits_for_in_flight_jobs(loop: asyncio.AbstractEventLoop) -> None:
-    running = Running(loop, Settings(workers=1, device="cpu", queue_size=4))
+    running = Running(loop, Settings(workers=1, device="cpu", queue_size=4, worker_mode="process"))
     net = chain_network(6, "drain")
 
     async def scenario() -> tuple[JobResult, NotReadyError, NotReadyError, float, float]:
@@ -404,7 +406,7 @@ def test_workers_exit_when_the_server_dies(tmp_path: Path) -> None:
         from service.pool import WorkerPool
 
         async def main():
-            pool = WorkerPool(Settings(workers=1, device="cpu"))
+            pool = WorkerPool(Settings(workers=1, device="cpu", worker_mode="process"))
             await pool.start()
             while not pool.ready:
                 await asyncio.sleep(0.02)
@@ -446,7 +448,7 @@ def test_gpu_workers_each_own_one_visible_gpu(monkeypatch: pytest.MonkeyPatch) -
 
 @pytest.mark.skipif(may_have_gpu(), reason="this machine may have a GPU")
 def test_device_gpu_without_a_gpu_fails_at_start() -> None:
-    pool = WorkerPool(Settings(device="gpu"))
+    pool = WorkerPool(Settings(device="gpu", worker_mode="process"))
 
     async def start() -> None:
         await pool.start()
