@@ -175,9 +175,9 @@ class SQLiteRegistry(Registry):
         # kept open for check()'s header read: a pread is a quarter of an open, read and close
         # (the stat by path still sees a replaced file)
         self._close_fds()
-        self._header_fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        self._header_fd = os.open(self.path, os.O_RDONLY)
         try:  # there once the watch connection has read in WAL mode
-            self._shm_fd = os.open(f"{self.path}-shm", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            self._shm_fd = os.open(f"{self.path}-shm", os.O_RDONLY)
         except OSError as exc:
             log.warning("registry %s: no WAL index to watch (%s): its version is queried on every call",
                         self.path, exc)

@@ -375,27 +375,22 @@ class Worker:
         alone = []
         n = sum(1 for o in outcomes if o is not ALONE and not isinstance(o, BaseException))
         with self.answers_together():
-            evicted = self._answer_batch(group, outcomes, alone, started, n, evicted)
+            for entry, outcome in zip(group, outcomes):
+                job_id, _, sent_at, _, wait_s = entry
+                if outcome is ALONE:
+                    alone.append(entry)
+                    continue
+                if isinstance(outcome, self.engine_mod.GradnetError):
+                    self.send(m.error(job_id, type(outcome).__name__, outcome.message, outcome.path,
+                                      self.engine.stats, evicted))
+                elif isinstance(outcome, BaseException):
+                    message = f"the engine failed: {type(outcome).__name__}: {outcome}"
+                    self.send(m.error(job_id, m.INTERNAL, message, None, self.engine.stats, evicted))
+                else:
+                    self.send(self._result(job_id, outcome, started - sent_at, n, wait_s, evicted))
+                evicted = []
+                self._done(job_id)
         return alone
-
-    def _answer_batch(self, group: list[list[Any]], outcomes: list[Any], alone: list[list[Any]], started: float,
-                      n: int, evicted: list[str]) -> list[str]:
-        for entry, outcome in zip(group, outcomes):
-            job_id, _, sent_at, _, wait_s = entry
-            if outcome is ALONE:
-                alone.append(entry)
-                continue
-            if isinstance(outcome, self.engine_mod.GradnetError):
-                self.send(m.error(job_id, type(outcome).__name__, outcome.message, outcome.path, self.engine.stats,
-                                  evicted))
-            elif isinstance(outcome, BaseException):
-                message = f"the engine failed: {type(outcome).__name__}: {outcome}"
-                self.send(m.error(job_id, m.INTERNAL, message, None, self.engine.stats, evicted))
-            else:
-                self.send(self._result(job_id, outcome, started - sent_at, n, wait_s, evicted))
-            evicted = []
-            self._done(job_id)
-        return evicted
 
 
 #: the longest a starting worker spends preloading programs before it takes requests
