@@ -2,8 +2,9 @@
 
 Starts ``gradserve serve`` (one CPU worker, ``max_body_bytes`` 256 MiB), sends ``--concurrent``
 valid JSON ``/grad`` bodies of about ``--mib`` MiB at once (one float32 input of ``data`` numbers,
-network ``ReduceSum``), and prints the statuses and the server's peak RSS (``VmHWM``, the server
-process only, not its workers) as JSON.
+network ``ReduceSum``), and prints the statuses and the serving process's peak RSS (``VmHWM``) as
+JSON: the process that answers HTTP (in the in-process design, the supervisor's one child, with
+its engine inside; in the process design, the server, not its workers).
 
     .venv/bin/python benchmarks/json_rss.py --mib 200 --concurrent 1
     .venv/bin/python benchmarks/json_rss.py --mib 200 --concurrent 4 --setting max_inflight_bytes=440401920
@@ -49,7 +50,8 @@ def main() -> int:
     try:
         import httpx  # noqa: PLC0415
 
-        base = _vm(server.pid, "VmRSS")
+        serving = server.serving_pid()
+        base = _vm(serving, "VmRSS")
         statuses: Counter = Counter()
 
         def one() -> None:
@@ -62,9 +64,10 @@ def main() -> int:
             t.start()
         for t in threads:
             t.join()
-        peak = _vm(server.pid, "VmHWM")
+        peak = _vm(serving, "VmHWM")
         print(json.dumps({"body_mib": round(len(body) / 2**20, 1), "concurrent": args.concurrent,
                           "settings": {k: str(v) for k, v in settings.items()}, "statuses": dict(statuses),
+                          "worker_mode": str(settings.get("worker_mode", "default")),
                           "rss_before_mib": round(base / 2**20), "peak_rss_mib": round(peak / 2**20),
                           "peak_over_body": round((peak - base) / len(body), 1)}, indent=2))
     finally:
