@@ -22,7 +22,7 @@ from engine.transforms import Spec
 
 from ..http.body import Body
 from ..http.encode import ENCODINGS
-from ..http.numbers import release as release_numbers
+from ..http.bulk import release as release_bulk
 
 
 @dataclass(slots=True)
@@ -63,5 +63,5 @@ def decode_tensors(call: GradCall, body: Body) -> GradCall:
         call.extra = decode_vectors(doc.get(field), field, tensor=tensor)
     call.inputs = decode_inputs(doc.get("inputs", []), tensor=tensor)
     call.parameters = decode_parameters(doc.get("parameters"), tensor=tensor)
-    release_numbers(doc)  # a large JSON body's bulk numbers are in the arrays now (issue 12.4)
+    release_bulk(doc)  # a large JSON body's bulk numbers are in the arrays now (issue 12.4)
     return call

@@ -205,9 +205,9 @@ class GradHandler:
         heavy = big and not http_body.mostly_strings(body, json_size)
         limit = settings.max_tensor_elements
         parse = http_body.parse_body
-        # a large body's call tensors keep their numbers in bulk (service/http/numbers.py)
-        parsed = (await run_in_threadpool(parse, body, headers, limit, numbers=True) if heavy
-                  else parse(body, headers, limit))
+        # a large body's call tensors keep their numbers and base64 in bulk (service/http/bulk.py)
+        parsed = (await run_in_threadpool(parse, body, headers, limit, bulk=True) if heavy
+                  else parse(body, headers, limit, bulk=True))
         call = parse_call(parsed.doc, settings.timeout_ms, self.transform)
         net = await self._network(namespace, parsed, big)
         if heavy:

@@ -33,7 +33,7 @@ from ..errors import (
     RequestTimeoutError,
     UnsupportedEncodingError,
 )
-from .numbers import loads as numbers_loads
+from .bulk import loads as bulk_loads
 
 BINARY_HEADER = "inference-header-content-length"
 
@@ -269,7 +269,7 @@ class Body:
 
 def parse_body(body: bytes, headers: Mapping[str, str], max_elements: int | None = None,
                binary_tensors: Callable[[dict[str, Any]], Iterator[tuple[str, Any, Any]]] | None = None, *,
-               numbers: bool = False) -> Body:
+               bulk: bool = False) -> Body:
     """Parse a request body (:class:`BadRequestError` if it is not JSON, or not the binary
     framing it claims); its tensors are decoded later, each checked against ``max_elements``.
 
@@ -278,9 +278,9 @@ def parse_body(body: bytes, headers: Mapping[str, str], max_elements: int | None
     OIP infer request's inputs say it in their ``parameters`` (:mod:`service.http.oip`)."""
     header = headers.get(BINARY_HEADER)
     if header is None:
-        # numbers: a large JSON body's call tensors keep their data numbers in bulk
-        # (service/http/numbers.py; the transform routes, whose tensors only the engine decodes)
-        return Body(_loads(body, "the request body", numbers), None, max_elements)
+        # bulk: a large JSON body's call tensors keep their numbers and base64 in bulk
+        # (service/http/bulk.py; the transform routes, whose tensors only the engine decodes)
+        return Body(_loads(body, "the request body", bulk), None, max_elements)
     try:
         json_size = int(header)
     except ValueError:
@@ -316,10 +316,10 @@ def parse_body(body: bytes, headers: Mapping[str, str], max_elements: int | None
     return Body(doc, binary, max_elements)
 
 
-def _loads(data: bytes | memoryview, what: str, numbers: bool = False) -> dict[str, Any]:
+def _loads(data: bytes | memoryview, what: str, bulk: bool = False) -> dict[str, Any]:
     why = None
     try:
-        doc = numbers_loads(data) if numbers else orjson.loads(data)
+        doc = bulk_loads(data) if bulk else orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         # Raised outside this block: the decode error holds the whole document (its ``doc``, a str
         # as large as the body), and as the new error's __context__ it would live as long as the

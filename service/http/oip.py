@@ -49,7 +49,7 @@ from . import body as http_body
 from . import encode
 from .errors import log_error
 from .guard import NAMESPACE
-from .numbers import release as release_numbers
+from .bulk import release as release_bulk
 
 if TYPE_CHECKING:
     from ..ipc.messages import JobResult
@@ -245,7 +245,7 @@ class Infer:
                 raise ArgumentError(f"an input needs a 'name' (a string), got {name!r:.80}", f"{path}.name")
             if not isinstance(tensor.get("shape"), list):
                 raise ArgumentError(f"input '{name}' needs a 'shape' (a list of dimensions)", f"{path}.shape")
-            # (a large body's flat arrays come parsed in bulk, service/http/numbers.py)
+            # (a large body's flat arrays come parsed in bulk, service/http/bulk.py)
             if "data" in tensor and not isinstance(tensor["data"], (list, JsonNumbers)):
                 raise ArgumentError(f"input '{name}': 'data' must be a list", f"{path}.data")
             _object(tensor, "parameters", f"{path}.parameters")
@@ -340,7 +340,7 @@ class Infer:
         if self.sens is not None:
             vectors = [one(*where) for where in self.sens]
             self.call.extra = vectors[0] if len(vectors) == 1 else vectors
-        release_numbers(parsed.doc)  # a large JSON body's bulk numbers are in the arrays now
+        release_bulk(parsed.doc)  # a large JSON body's bulk numbers are in the arrays now
 
 
 def _output_names(net: engine.Network, spec: Any) -> list[str]:
@@ -382,9 +382,9 @@ class InferHandler(GradHandler):
         big = json_size > OFFLOAD_BYTES
         limit = self.settings.max_tensor_elements
         parse = http_body.parse_body
-        # a large JSON body's flat data arrays are parsed in bulk, as /grad's (service/http/numbers.py:
+        # a large JSON body's flat data arrays are parsed in bulk, as /grad's (service/http/bulk.py:
         # a Python float per number made the peak 7.6x the body); nested ones stay lists
-        parsed = await run_in_threadpool(parse, body, headers, limit, _binary_inputs, numbers=True) if big \
+        parsed = await run_in_threadpool(parse, body, headers, limit, _binary_inputs, bulk=True) if big \
             else parse(body, headers, limit, _binary_inputs)
         request = Infer(parsed.doc, net, self.settings.timeout_ms)
         if big:

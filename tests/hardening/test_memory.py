@@ -81,7 +81,7 @@ def _hwm_bytes(pid: int) -> int:
 def test_a_large_json_body_peaks_under_four_times_its_size(server_factory, figures, route):
     """Issue 12.4's goal: peak RSS for a JSON body at most 4x its size. A 64 MiB body of 6.7
     million float32 numbers (the server alone, not its worker). Before the bulk decoder
-    (service/http/numbers.py), orjson's Python float per number made it 7.6x
+    (service/http/bulk.py), orjson's Python float per number made it 7.6x
     (benchmarks/json_rss.py, 200 MiB). The same numbers as an OIP infer body's input (7.7x
     before OIP's parse used the bulk decoder)."""
     server = server_factory(workers=1, max_body_bytes=128 * 2**20, max_tensor_elements=2**24, timeout_ms=300_000)

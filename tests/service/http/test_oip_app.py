@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import orjson
 
-from service.http import numbers
+from service.http import bulk
 from service.models import TUTORIAL_NETWORK
 from tests.service.grad.test_handler import run
 from tests.support.fake_worker import FakeLauncher
@@ -43,7 +43,7 @@ SQUARE = {"format": "gradnet/1", "name": "oip-bulk-square", "inputs": [{"name": 
 
 def test_a_large_json_infer_body_is_parsed_in_bulk_and_answers_as_grad(tmp_path: Path, monkeypatch) -> None:
     """A large OIP JSON body (tritonclient's own, set_data_from_numpy with binary_data=False: a
-    flat list) reaches the tensor decoder as the bulk decoder's JsonNumbers (service/http/numbers.py),
+    flat list) reaches the tensor decoder as the bulk decoder's JsonNumbers (service/http/bulk.py),
     not as a Python float per number; a nested data list stays a list. Both answer what /grad
     answers for the same tensor."""
     import tritonclient.http as triton
@@ -65,7 +65,7 @@ def test_a_large_json_infer_body_is_parsed_in_bulk_and_answers_as_grad(tmp_path:
     flat.set_data_from_numpy(x, binary_data=False)
     answer_json = [triton.InferRequestedOutput("grad/x", binary_data=False)]
     flat_body, json_size = triton.InferenceServerClient.generate_request_body([flat], outputs=answer_json)
-    assert json_size is None and len(flat_body) > numbers.MIN_BODY_BYTES
+    assert json_size is None and len(flat_body) > bulk.MIN_BODY_BYTES
     assert type(orjson.loads(flat_body)["inputs"][0]["data"][0]) is float  # tritonclient's flat list
     nested = orjson.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 100_000],
                                        "data": x.reshape(2, -1).tolist()}]})

@@ -1,4 +1,5 @@
-"""A large JSON body parsed without a Python object per number (issue 12, point 4).
+"""A large JSON body's tensor payloads parsed in bulk: number arrays without a Python object
+per number (issue 12, point 4), base64 strings without a Python str of them (issue 14).
 
 orjson makes a Python object of every number of a ``data`` array: 21 million float32 numbers
 (a 200 MiB body) become 21 million floats and a list, 670 MB, before NumPy copies them once
@@ -10,22 +11,32 @@ vectors) get an :class:`engine.tensors.JsonNumbers`, which the one tensor decode
 as it decodes the list; a placeholder anywhere else (a network's parameters, whose JSON is
 fingerprinted and stored) is put back as the list orjson makes of its text.
 
-The result is the document ``orjson.loads(body)`` gives, with those lists replaced: each array
-is checked to be valid JSON (every slice parsed by orjson), a placeholder is a whole JSON value
-(a random one, found where a tensor's ``data`` is), and the body's own error is raised by
-orjson itself (its message and position) whenever anything does not add up.
+A long ``"b64":`` string is cut out the same way. orjson would copy its text into a str (the
+MLP's 535 KB input: half of the 0.3 ms that orjson took over the whole body), which the
+decoder then reads once more; here a call tensor's string is decoded straight from the body
+into an :class:`engine.tensors.Base64Bytes`, when ``pybase64`` takes the text whole (so the
+text is base64's alphabet alone: a JSON string with no escapes, whose str orjson would have made
+of the same characters). Text it does not take is left to orjson, and so is any string with a
+backslash in it.
+
+The result is the document ``orjson.loads(body)`` gives, with those lists and strings replaced:
+each array is checked to be valid JSON (every slice parsed by orjson), a placeholder is a whole
+JSON value (a random one, found where a tensor's ``data`` or ``b64`` is), and the body's own
+error is raised by orjson itself (its message and position) whenever anything does not add up.
 """
 
 from __future__ import annotations
 
+import binascii
 import re
 import secrets
 from typing import Any
 
 import numpy as np
 import orjson
+import pybase64
 
-from engine.tensors import JsonNumbers
+from engine.tensors import Base64Bytes, JsonNumbers
 
 #: bodies smaller than this are parsed by orjson alone (the scan costs more than it saves)
 MIN_BODY_BYTES = 1 << 20
@@ -33,11 +44,17 @@ MIN_BODY_BYTES = 1 << 20
 MIN_ARRAY_BYTES = 64 << 10
 #: text parsed per slice (about 100,000 numbers: a few MB of Python objects at a time)
 SLICE_BYTES = 1 << 20
-#: the top-level fields whose tensors take a JsonNumbers (API.md §3; the transforms' vectors)
+#: bodies smaller than this are not scanned for base64 strings (the MLP's b64 request is 540 KB)
+MIN_B64_BODY_BYTES = 128 << 10
+#: base64 strings shorter than this stay strs
+MIN_B64_BYTES = 64 << 10
+#: the top-level fields whose tensors take a JsonNumbers or Base64Bytes (API.md §3; the transforms' vectors)
 TENSOR_FIELDS = ("inputs", "parameters", "sens", "tangents", "cotangents", "vectors")
 
 _KEY = b'"data"'
 _OPEN = re.compile(rb"\s*:\s*\[")
+_B64_KEY = b'"b64"'
+_B64_OPEN = re.compile(rb'\s*:\s*"')
 #: every byte a flat array of JSON numbers can hold (orjson checks the grammar)
 _NUMBER_BYTES = b"0123456789+-.eE, \t\r\n"
 _FLOAT_BYTES = re.compile(rb"[.eE]")
@@ -47,11 +64,11 @@ def loads(body: bytes | memoryview) -> Any:
     """``orjson.loads(body)``, with the large flat number arrays of the call's tensors as
     :class:`JsonNumbers` (see the module's docstring); raises what orjson raises."""
     data = bytes(body) if isinstance(body, memoryview) else body
-    if len(data) < MIN_BODY_BYTES:
+    if len(data) < MIN_B64_BODY_BYTES:
         return orjson.loads(data)
-    regions = _regions(data)
-    if not regions:
-        return orjson.loads(data)
+    regions = sorted((_number_regions(data) if len(data) >= MIN_BODY_BYTES else []) + _b64_regions(data))
+    if not regions or any(a[1] > b[0] for a, b in zip(regions, regions[1:])):
+        return orjson.loads(data)  # (regions of separate values never overlap: only broken JSON)
     nonce = secrets.token_hex(16)
     names: dict[str, tuple[int, int]] = {}
     parts: list[bytes] = []
@@ -72,26 +89,52 @@ def loads(body: bytes | memoryview) -> Any:
     left = dict(names)
     try:
         if isinstance(doc, dict):
-            _numbers_for_tensors(doc, data, left)
+            _bulk_for_tensors(doc, data, left)
         if left:
             _put_back(doc, data, left)
-    except ValueError:  # an array that is not valid JSON after all (orjson's errors are ValueErrors)
+    except ValueError:  # a value that is not valid JSON after all (orjson's errors are ValueErrors)
         left = names
     if left:  # not valid, or a placeholder not where a value can be: orjson says what and where
         return orjson.loads(data)
     return doc
 
 
-def _regions(data: bytes) -> list[tuple[int, int]]:
+def _key_at(data: bytes, at: int) -> bool:
+    """Whether the quote at ``at`` opens a key, not an escaped quote inside a string."""
+    slashes = 0
+    while at - slashes > 0 and data[at - slashes - 1] == 0x5C:  # backslash
+        slashes += 1
+    return slashes % 2 == 0
+
+
+def _b64_regions(data: bytes) -> list[tuple[int, int]]:
+    """The (start, end) of each long string with no backslash (quotes included) after a
+    ``"b64":`` key that is not inside a string."""
+    out = []
+    at = data.find(_B64_KEY)
+    while at >= 0:
+        opened = _B64_OPEN.match(data, at + len(_B64_KEY)) if _key_at(data, at) else None
+        if opened is None:
+            at = data.find(_B64_KEY, at + 1)
+            continue
+        start = opened.end() - 1
+        end = data.find(b'"', start + 1)
+        if end < 0:
+            break
+        end += 1
+        if end - start >= MIN_B64_BYTES and data.find(b"\\", start, end) < 0:
+            out.append((start, end))
+        at = data.find(_B64_KEY, end)
+    return out
+
+
+def _number_regions(data: bytes) -> list[tuple[int, int]]:
     """The (start, end) of each long flat array of number characters after a ``"data":`` key
     that is not inside a string (a key's quote is not escaped)."""
     out = []
     at = data.find(_KEY)
     while at >= 0:
-        slashes = 0
-        while at - slashes > 0 and data[at - slashes - 1] == 0x5C:  # backslash
-            slashes += 1
-        opened = _OPEN.match(data, at + len(_KEY)) if slashes % 2 == 0 else None
+        opened = _OPEN.match(data, at + len(_KEY)) if _key_at(data, at) else None
         if opened is None:
             at = data.find(_KEY, at + 1)
             continue
@@ -149,8 +192,18 @@ def _numbers(data: bytes, start: int, end: int) -> JsonNumbers | None:
     return JsonNumbers(values)
 
 
-def _numbers_for_tensors(doc: dict, data: bytes, left: dict[str, tuple[int, int]]) -> None:
-    """Each placeholder at a call tensor's ``data`` becomes its JsonNumbers (or its list)."""
+def _base64(data: bytes, start: int, end: int) -> Any:
+    """The string ``data[start:end]`` (quotes included) as a Base64Bytes, when pybase64 takes its
+    text whole; else the str orjson makes of it (ValueError when it is not a JSON string)."""
+    try:
+        return Base64Bytes(pybase64.b64decode(memoryview(data)[start + 1:end - 1], validate=True))
+    except (binascii.Error, ValueError):
+        return orjson.loads(data[start:end])  # not base64: the decoder says so of the string
+
+
+def _bulk_for_tensors(doc: dict, data: bytes, left: dict[str, tuple[int, int]]) -> None:
+    """Each placeholder at a call tensor's ``data`` becomes its JsonNumbers (or its list), and
+    at its ``b64`` its Base64Bytes (or its str)."""
     for field in TENSOR_FIELDS:
         node = doc.get(field)
         tensors = [node]
@@ -162,10 +215,14 @@ def _numbers_for_tensors(doc: dict, data: bytes, left: dict[str, tuple[int, int]
             if type(tensor) is not dict:
                 continue
             name = tensor.get("data")
-            if type(name) is str and name in left:
+            if type(name) is str and name in left and data[left[name][0]] == 0x5B:  # [
                 start, end = left.pop(name)
                 numbers = _numbers(data, start, end)
                 tensor["data"] = numbers if numbers is not None else orjson.loads(data[start:end])
+            name = tensor.get("b64")
+            if type(name) is str and name in left and data[left[name][0]] == 0x22:  # "
+                start, end = left.pop(name)
+                tensor["b64"] = _base64(data, start, end)
 
 
 def _put_back(doc: Any, data: bytes, left: dict[str, tuple[int, int]]) -> None:

@@ -1,9 +1,10 @@
-"""service/http/numbers.py: a large JSON body's number arrays parsed in bulk decode exactly as
-orjson's lists do (values, dtypes, rounding, every error and its message), and the bulk path
-is the one taken."""
+"""service/http/bulk.py: a large JSON body's number arrays and base64 strings parsed in bulk
+decode exactly as orjson's lists and strs do (values, dtypes, rounding, every error and its
+message), and the bulk path is the one taken."""
 
 from __future__ import annotations
 
+import base64
 import math
 
 import numpy as np
@@ -13,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.errors import GradnetError
-from engine.tensors import JsonNumbers, decode_tensor
-from service.http import numbers
+from engine.tensors import Base64Bytes, JsonNumbers, decode_tensor
+from service.http import bulk
 
 DTYPES = ["float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint32",
           "uint64", "bool", "complex64"]
@@ -48,9 +49,11 @@ def _outcome(parse, body: bytes):
 @pytest.fixture
 def tiny(monkeypatch):
     """Every body and array is large enough, and slices are a few numbers long."""
-    monkeypatch.setattr(numbers, "MIN_BODY_BYTES", 0)
-    monkeypatch.setattr(numbers, "MIN_ARRAY_BYTES", 1)
-    monkeypatch.setattr(numbers, "SLICE_BYTES", 7)
+    monkeypatch.setattr(bulk, "MIN_BODY_BYTES", 0)
+    monkeypatch.setattr(bulk, "MIN_ARRAY_BYTES", 1)
+    monkeypatch.setattr(bulk, "SLICE_BYTES", 7)
+    monkeypatch.setattr(bulk, "MIN_B64_BODY_BYTES", 0)
+    monkeypatch.setattr(bulk, "MIN_B64_BYTES", 1)
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -72,7 +75,7 @@ def test_bulk_numbers_decode_exactly_as_lists(tiny, data):
         parts.append(orjson.dumps(head)[:-1].decode() + f', "data"{data.draw(spaces)}:{data.draw(spaces)}{text}}}')
     network = '{"parameters": [{"name": "w", "value": {"dtype": "float32", "shape": [3], "data": [1.5, 2, 3]}}]}'
     body = ('{"network": ' + network + ', "inputs": [' + ", ".join(parts) + "]}").encode()
-    assert _outcome(numbers.loads, body) == _outcome(orjson.loads, body)
+    assert _outcome(bulk.loads, body) == _outcome(orjson.loads, body)
 
 
 def test_the_bulk_path_is_taken_for_call_tensors_only(tiny):
@@ -80,7 +83,7 @@ def test_the_bulk_path_is_taken_for_call_tensors_only(tiny):
             b' "inputs": [{"dtype": "float32", "shape": [3], "data": [0.5, 1, 2]}], "sens": {"dtype": "int32", '
             b'"shape": [2], "data": [7, 8]}, "parameters": {"w": {"dtype": "float32", "shape": [1], "data": [1e3]}},'
             b' "other": {"data": [1, 2]}}')
-    doc = numbers.loads(body)
+    doc = bulk.loads(body)
     assert type(doc["inputs"][0]["data"]) is JsonNumbers and doc["inputs"][0]["data"].values.dtype == np.float64
     assert type(doc["sens"]["data"]) is JsonNumbers and doc["sens"]["data"].values.dtype == np.int64
     assert type(doc["parameters"]["w"]["data"]) is JsonNumbers
@@ -92,13 +95,13 @@ def test_the_bulk_path_is_taken_for_call_tensors_only(tiny):
 
 def test_data_inside_a_string_is_left_alone(tiny):
     body = b'{"inputs": [], "name": "\\"data\\": [1, 2, 3]", "x": "\\\\", "y": {"data": [4, 5]}}'
-    assert numbers.loads(body) == orjson.loads(body)
+    assert bulk.loads(body) == orjson.loads(body)
 
 
 def test_a_placeholder_lookalike_is_a_plain_string(tiny):
     body = b'{"inputs": [{"dtype": "float32", "data": "\\u0000gradserve-numbers-00-0"}, ' \
            b'{"dtype": "float32", "data": [1, 2]}]}'
-    doc = numbers.loads(body)
+    doc = bulk.loads(body)
     assert doc["inputs"][0]["data"] == "\0gradserve-numbers-00-0"
     assert type(doc["inputs"][1]["data"]) is JsonNumbers
 
@@ -108,7 +111,7 @@ def test_large_body_defaults():
     n = 300_000
     body = b'{"inputs": [{"dtype": "float32", "shape": [%d], "data": [' % n + b"0.25, " * (n - 1) + \
         b'0.25]}, {"dtype": "float32", "shape": [2], "data": [1, 2]}]}'
-    doc = numbers.loads(body)
+    doc = bulk.loads(body)
     assert type(doc["inputs"][0]["data"]) is JsonNumbers
     assert doc["inputs"][1]["data"] == [1, 2]
     assert decode_tensor(doc["inputs"][0]).sum() == pytest.approx(0.25 * n)
@@ -118,8 +121,61 @@ def test_large_body_defaults():
 def test_release_drops_the_bulk_values_after_decoding(tiny):
     body = b'{"inputs": [{"dtype": "float32", "shape": [3], "data": [0.5, 1, 2]}], "sens": {"dtype": "float32", ' \
            b'"shape": [1], "data": [4]}}'
-    doc = numbers.loads(body)
+    doc = bulk.loads(body)
     arr = decode_tensor(doc["inputs"][0])
-    numbers.release(doc)
+    bulk.release(doc)
     assert doc["inputs"][0]["data"].values.size == 0 and doc["sens"]["data"].values.size == 0
     assert arr.tolist() == [0.5, 1.0, 2.0]  # the decoded array is its own
+
+
+#: a change that makes base64 text something else: not base64, not ASCII, not a valid JSON
+#: string, or an escape that orjson reads (the decoder must say what it says of the str)
+b64_breaks = st.sampled_from([None, None, None, "\\/", "\\u0041", "\\n", "é", "\x01", " ", "=", "==", "-_",
+                              "\\", "\\\\", "A", "\t"])
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_bulk_base64_decodes_exactly_as_strings(tiny, data):
+    parts = []
+    for _ in range(data.draw(st.integers(1, 3))):
+        raw = data.draw(st.binary(max_size=40))
+        text = base64.b64encode(raw).decode()
+        if data.draw(st.booleans()):
+            text = text.rstrip("=")
+        broken = data.draw(b64_breaks)
+        if broken is not None:
+            at = data.draw(st.integers(0, len(text)))
+            text = text[:at] + broken + text[at:]
+        dtype = data.draw(st.sampled_from(["uint8", "float32", "int16", "float64"]))
+        size = len(raw) // np.dtype(dtype).itemsize
+        shape = data.draw(st.sampled_from([[size], [size + 1], [len(raw)]]))
+        parts.append(f'{{"dtype": "{dtype}", "shape": {shape}, "b64"{data.draw(spaces)}:{data.draw(spaces)}"{text}"}}')
+    network = '{"parameters": [{"name": "w", "value": {"dtype": "float32", "shape": [1], "b64": "AACAPw=="}}]}'
+    body = ('{"network": ' + network + ', "inputs": [' + ", ".join(parts) + "]}").encode()
+    assert _outcome(bulk.loads, body) == _outcome(orjson.loads, body)
+
+
+def test_the_bulk_base64_path_is_taken_for_call_tensors_only(tiny):
+    body = (b'{"network": {"parameters": [{"name": "w", "value": {"dtype": "float32", "shape": [1], "b64": "AACAPw=="}}]},'
+            b' "inputs": [{"dtype": "float32", "shape": [1], "b64": "AAAAQA=="}], "sens": {"dtype": "float32", '
+            b'"shape": [1], "b64": "AABAQA=="}, "other": {"b64": "AACAQA=="}, "bad": "\\"b64\\": \\"AAAA\\""}')
+    doc = bulk.loads(body)
+    assert type(doc["inputs"][0]["b64"]) is Base64Bytes and type(doc["sens"]["b64"]) is Base64Bytes
+    assert decode_tensor(doc["inputs"][0]).tolist() == [2.0] and decode_tensor(doc["sens"]).tolist() == [3.0]
+    # a network's parameters are fingerprinted and stored as JSON: they stay strs, as does anything else
+    plain = orjson.loads(body)
+    assert doc["network"] == plain["network"] and doc["other"] == plain["other"] and doc["bad"] == plain["bad"]
+
+
+def test_large_base64_body_defaults():
+    """With the module's own thresholds: the benchmark MLP's 535 KB input string is decoded in bulk,
+    the labels' small string in the same body is not."""
+    x = np.random.default_rng(0).standard_normal((128, 784)).astype(np.float32)
+    body = orjson.dumps({"network_id": "sha256:" + "0" * 64, "inputs": [
+        {"dtype": "float32", "shape": [128, 784], "b64": base64.b64encode(x.tobytes()).decode()},
+        {"dtype": "float32", "shape": [2], "b64": "AACAPwAAAEA="}]})
+    assert len(body) >= bulk.MIN_B64_BODY_BYTES
+    doc = bulk.loads(body)
+    assert type(doc["inputs"][0]["b64"]) is Base64Bytes and doc["inputs"][1]["b64"] == "AACAPwAAAEA="
+    assert np.array_equal(decode_tensor(doc["inputs"][0]), x)
