@@ -21,8 +21,8 @@ from engine.request import decode_inputs, decode_parameters, decode_vectors, par
 from engine.transforms import Spec
 
 from ..http.body import Body
-from ..http.encode import ENCODINGS
 from ..http.bulk import release as release_bulk
+from ..http.encode import ENCODINGS
 
 
 @dataclass(slots=True)

@@ -47,9 +47,9 @@ from ..grad.call import GradCall, parse_call
 from ..grad.handler import LOOP_ENCODE_ELEMENTS, OFFLOAD_BYTES, GradHandler
 from . import body as http_body
 from . import encode
+from .bulk import release as release_bulk
 from .errors import log_error
 from .guard import NAMESPACE
-from .bulk import release as release_bulk
 
 if TYPE_CHECKING:
     from ..ipc.messages import JobResult
