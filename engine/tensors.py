@@ -107,7 +107,7 @@ def _nested_shape(data: Any, path: str | None) -> tuple[int, ...]:
 
 class JsonNumbers:
     """A flat JSON array of numbers that the request's JSON parser read in bulk, in place of the
-    list of Python numbers it stands for (``service/http/numbers.py``: a large body's ``data``
+    list of Python numbers it stands for (``service/http/bulk.py``: a large body's ``data``
     arrays, so that 21 million numbers are not 21 million Python objects, issue 12).
 
     ``values`` is what ``np.asarray`` makes of that list: int64 when every number is an integer
