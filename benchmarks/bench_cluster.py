@@ -234,65 +234,59 @@ def _deploy_echo(port: int) -> None:
     raise RuntimeError("the echo deployment did not answer")
 
 
-def bench_ingress(rounds: int, duration: int, replica_counts: list[int]) -> dict[str, Any]:
-    import ray  # noqa: PLC0415
+def _ingress_rounds(rounds: int, duration: int, replica_counts: list[int]) -> dict[str, Any]:
+    """Every measurement of the ingress benchmark on the connected cluster: the raw runs."""
     from ray import serve  # noqa: PLC0415
-    from ray.cluster_utils import Cluster  # noqa: PLC0415
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    load_before = _load()
-    cluster = Cluster(initialize_head=True, connect=True, head_node_args={
-        "num_cpus": 0, "resources": {"ingress": 1}, "include_dashboard": False})
-    for _ in range(max(replica_counts)):
-        cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
     tmp = Path(tempfile.mkdtemp(prefix="gradserve-bench-cluster-"))
     registry = tmp / "registry.sqlite3"  # one file: the replicas and the servers share this machine
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
     cluster_base = f"http://127.0.0.1:{port}"
     out: dict[str, Any] = {"serve": [], "replicas": {str(n): [] for n in replica_counts}}
-    try:
-        # serve vs the one-replica cluster, alternating within each round
-        _deploy(1, registry, port)
-        body = _by_id(cluster_base)
-        for k in range(rounds):
-            order = ["serve", "cluster"] if k % 2 == 0 else ["cluster", "serve"]
-            for side in order:
-                if side == "serve":
-                    sport = free_port()
-                    proc = start_serve(sport, registry)
-                    try:
-                        base = f"http://127.0.0.1:{sport}"
-                        _by_id(base)
-                        out["serve"].append(_measure(base, body, duration))
-                    finally:
-                        stop(proc)
-                else:
-                    out["replicas"]["1"].append(_measure(cluster_base, body, duration))
-            print(f"ingress round {k + 1}/{rounds}: serve {out['serve'][-1]}, 1 replica {out['replicas']['1'][-1]}",
-                  flush=True)
-        for n in replica_counts:
-            if n == 1:
-                continue
-            _deploy(n, registry, port)
-            _by_id(cluster_base)
-            for _ in range(rounds):
-                out["replicas"][str(n)].append(_measure(cluster_base, body, duration))
-            print(f"{n} replicas: {out['replicas'][str(n)]}", flush=True)
-        _deploy(1, registry, port, access_log=False)
+    # serve vs the one-replica cluster, alternating within each round
+    _deploy(1, registry, port)
+    body = _by_id(cluster_base)
+    for k in range(rounds):
+        order = ["serve", "cluster"] if k % 2 == 0 else ["cluster", "serve"]
+        for side in order:
+            if side == "serve":
+                sport = free_port()
+                proc = start_serve(sport, registry)
+                try:
+                    base = f"http://127.0.0.1:{sport}"
+                    _by_id(base)
+                    out["serve"].append(_measure(base, body, duration))
+                finally:
+                    stop(proc)
+            else:
+                out["replicas"]["1"].append(_measure(cluster_base, body, duration))
+        print(f"ingress round {k + 1}/{rounds}: serve {out['serve'][-1]}, 1 replica {out['replicas']['1'][-1]}",
+              flush=True)
+    for n in replica_counts:
+        if n == 1:
+            continue
+        _deploy(n, registry, port)
         _by_id(cluster_base)
-        out["no_access_log"] = [_measure(cluster_base, body, duration) for _ in range(rounds)]
-        print(f"1 replica, no access log: {out['no_access_log']}", flush=True)
-        _deploy_echo(port)
-        out["echo"] = [_measure(cluster_base, body, duration) for _ in range(rounds)]
-        print(f"Serve echo: {out['echo']}", flush=True)
-    finally:
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
-            cluster.shutdown()
+        for _ in range(rounds):
+            out["replicas"][str(n)].append(_measure(cluster_base, body, duration))
+        print(f"{n} replicas: {out['replicas'][str(n)]}", flush=True)
+    _deploy(1, registry, port, access_log=False)
+    _by_id(cluster_base)
+    out["no_access_log"] = [_measure(cluster_base, body, duration) for _ in range(rounds)]
+    print(f"1 replica, no access log: {out['no_access_log']}", flush=True)
+    _deploy_echo(port)
+    out["echo"] = [_measure(cluster_base, body, duration) for _ in range(rounds)]
+    print(f"Serve echo: {out['echo']}", flush=True)
+    return out
+
+
+def bench_ingress(rounds: int, duration: int, replica_counts: list[int]) -> dict[str, Any]:
+    from tests.support.ray_cluster import local_cluster  # noqa: PLC0415 - the cluster extra
+
+    load_before = _load()
+    with local_cluster(worker_nodes=max(replica_counts)):
+        out = _ingress_rounds(rounds, duration, replica_counts)
     med = {k: statistics.median(r[k] for r in out["serve"]) for k in out["serve"][0]}
     summary: dict[str, Any] = {"serve": med, "replicas": {},
                                "serve_echo": {k: statistics.median(r[k] for r in out["echo"]) for k in out["echo"][0]},

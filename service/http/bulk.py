@@ -30,6 +30,7 @@ from __future__ import annotations
 import binascii
 import re
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -107,46 +108,38 @@ def _key_at(data: bytes, at: int) -> bool:
     return slashes % 2 == 0
 
 
-def _b64_regions(data: bytes) -> list[tuple[int, int]]:
-    """The (start, end) of each long string with no backslash (quotes included) after a
-    ``"b64":`` key that is not inside a string."""
+def _values_after(data: bytes, key: bytes, opener: re.Pattern[bytes], close: bytes,
+                  keep: Callable[[int, int], bool]) -> list[tuple[int, int]]:
+    """The (start, end) of each value that follows ``key`` (a key: not inside a string) and
+    ``opener`` (its colon and first byte), up to the first ``close`` byte, where ``keep``."""
     out = []
-    at = data.find(_B64_KEY)
+    at = data.find(key)
     while at >= 0:
-        opened = _B64_OPEN.match(data, at + len(_B64_KEY)) if _key_at(data, at) else None
+        opened = opener.match(data, at + len(key)) if _key_at(data, at) else None
         if opened is None:
-            at = data.find(_B64_KEY, at + 1)
+            at = data.find(key, at + 1)
             continue
         start = opened.end() - 1
-        end = data.find(b'"', start + 1)
+        end = data.find(close, start + 1)
         if end < 0:
             break
         end += 1
-        if end - start >= MIN_B64_BYTES and data.find(b"\\", start, end) < 0:
+        if keep(start, end):
             out.append((start, end))
-        at = data.find(_B64_KEY, end)
+        at = data.find(key, end)
     return out
+
+
+def _b64_regions(data: bytes) -> list[tuple[int, int]]:
+    """Each long string with no backslash (quotes included) after a ``"b64":`` key."""
+    return _values_after(data, _B64_KEY, _B64_OPEN, b'"',
+                         lambda start, end: end - start >= MIN_B64_BYTES and data.find(b"\\", start, end) < 0)
 
 
 def _number_regions(data: bytes) -> list[tuple[int, int]]:
-    """The (start, end) of each long flat array of number characters after a ``"data":`` key
-    that is not inside a string (a key's quote is not escaped)."""
-    out = []
-    at = data.find(_KEY)
-    while at >= 0:
-        opened = _OPEN.match(data, at + len(_KEY)) if _key_at(data, at) else None
-        if opened is None:
-            at = data.find(_KEY, at + 1)
-            continue
-        start = opened.end() - 1
-        end = data.find(b"]", start)
-        if end < 0:
-            break
-        end += 1
-        if end - start >= MIN_ARRAY_BYTES and not data[start + 1:end - 1].translate(None, _NUMBER_BYTES):
-            out.append((start, end))
-        at = data.find(_KEY, end)
-    return out
+    """Each long flat array of number characters after a ``"data":`` key."""
+    return _values_after(data, _KEY, _OPEN, b"]", lambda start, end: end - start >= MIN_ARRAY_BYTES and not
+                         data[start + 1:end - 1].translate(None, _NUMBER_BYTES))
 
 
 def _numbers(data: bytes, start: int, end: int) -> JsonNumbers | None:

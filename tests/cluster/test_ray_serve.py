@@ -11,7 +11,6 @@ tests run in order, scale up and down, kill a node, then drive the ingress with 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -23,11 +22,11 @@ import pytest
 
 from tests.support import FIXTURES, ROOT
 from tests.support.api_contract import error_of
+from tests.support.ray_cluster import local_cluster
 from tests.support.servers import free_port
 
 ray = pytest.importorskip("ray", reason="the cluster extra: pip install -e '.[cluster]'")
 from ray import serve  # noqa: E402
-from ray.cluster_utils import Cluster  # noqa: E402
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -38,19 +37,8 @@ def _tutorial() -> dict:
 
 @pytest.fixture(scope="module")
 def cluster():
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    cluster = Cluster(initialize_head=True, connect=True, head_node_args={
-        "num_cpus": 0, "resources": {"ingress": 1}, "include_dashboard": False})
-    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
-    cluster.wait_for_nodes()
-    try:
+    with local_cluster(worker_nodes=2) as (cluster, workers):
         yield cluster, workers
-    finally:
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
-            cluster.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,9 @@ the repository root on ``sys.path`` and registers :mod:`tests.support.servers` a
   pool and the handlers tested without processes;
 - :mod:`~tests.support.ipc`: the blocking reader of the server <-> worker framing;
 - :mod:`~tests.support.readme_examples`: the README's example scripts run as the README shows them;
-- :mod:`~tests.support.networks`: small networks computed by more than one test module.
+- :mod:`~tests.support.networks`: small networks computed by more than one test module;
+- :mod:`~tests.support.ray_cluster`: a real multi-node Ray cluster on this machine (the cluster
+  tests and ``benchmarks/bench_cluster.py``).
 
 This module: where the repository and its fixtures (``tests/fixtures``, written by the scripts
 in ``tools/``, see tools/README.md) are.

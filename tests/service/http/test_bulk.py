@@ -46,6 +46,15 @@ def _outcome(parse, body: bytes):
     return out, doc.get("network")
 
 
+def _broken(data, text: str, breaks) -> str:
+    """``text`` with one of ``breaks`` drawn (None: unchanged) put in at a drawn place."""
+    broken = data.draw(breaks)
+    if broken is None:
+        return text
+    at = data.draw(st.integers(0, len(text)))
+    return text[:at] + broken + text[at:]
+
+
 @pytest.fixture
 def tiny(monkeypatch):
     """Every body and array is large enough, and slices are a few numbers long."""
@@ -65,10 +74,7 @@ def test_bulk_numbers_decode_exactly_as_lists(tiny, data):
         values = data.draw(st.lists(element, min_size=1, max_size=40))
         sep = data.draw(spaces)
         text = "[" + sep + f"{sep},{sep}".join(values) + sep + "]"
-        broken = data.draw(breaks)
-        if broken is not None:
-            at = data.draw(st.integers(0, len(text)))
-            text = text[:at] + broken + text[at:]
+        text = _broken(data, text, breaks)
         dtype = data.draw(st.sampled_from(DTYPES))
         shape = data.draw(st.sampled_from([[len(values)], [len(values) + 1], None, [1, len(values)]]))
         head = {"dtype": dtype} if shape is None else {"dtype": dtype, "shape": shape}
@@ -143,10 +149,7 @@ def test_bulk_base64_decodes_exactly_as_strings(tiny, data):
         text = base64.b64encode(raw).decode()
         if data.draw(st.booleans()):
             text = text.rstrip("=")
-        broken = data.draw(b64_breaks)
-        if broken is not None:
-            at = data.draw(st.integers(0, len(text)))
-            text = text[:at] + broken + text[at:]
+        text = _broken(data, text, b64_breaks)
         dtype = data.draw(st.sampled_from(["uint8", "float32", "int16", "float64"]))
         size = len(raw) // np.dtype(dtype).itemsize
         shape = data.draw(st.sampled_from([[size], [size + 1], [len(raw)]]))
