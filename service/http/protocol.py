@@ -13,7 +13,7 @@ client must not get past (docs/reliability.md, "Connection hygiene").
 The body's deadline and minimum rate are the app's (:func:`service.http.body.receive_body`): only
 the handler knows when it wants a body. Every answer written here is JSON, like the app's.
 uvicorn's own last-resort 500 (an exception escaped the app, e.g. a task cancelled at shutdown)
-is JSON too: :class:`_JsonErrorCycle`.
+is JSON too, and a response's head leaves in one send with its first body part: :class:`_Cycle`.
 """
 
 from __future__ import annotations
@@ -48,7 +48,78 @@ class _HeadersTooLarge(Exception):
     which uvicorn answers through ``send_400_response``)."""
 
 
-class _JsonErrorCycle(RequestResponseCycle):
+#: a response's first body part up to this size leaves in one write with its head (beyond it a
+#: join would copy more than the second send costs)
+JOIN_BYTES = 64 * 1024
+
+
+class _HeldHead:
+    """The cycle's transport from a response's start to its first body part: uvicorn writes the
+    status line and headers at ``http.response.start`` and the body at ``http.response.body``,
+    two sends, two TCP segments and two wake-ups of the client for every small answer. Here the
+    first write (the head) is held and leaves with the next one (joined when that is small); then
+    writes pass. Every other call goes to the transport; closing first writes what is held."""
+
+    __slots__ = ("transport", "_head", "_holding")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self._head: bytes | None = None
+        self._holding = True
+
+    def write(self, data: bytes) -> None:
+        if self._holding:
+            self._holding = False
+            self._head = data
+            return
+        head, self._head = self._head, None
+        if head is None:
+            self.transport.write(data)
+        elif len(data) <= JOIN_BYTES:
+            self.transport.write(head + data)
+        else:
+            self.transport.write(head)
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        self._holding = False
+        head, self._head = self._head, None
+        if head is not None:
+            self.transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+class _Cycle(RequestResponseCycle):
+    """uvicorn's request cycle with the response's head sent together with its first body part
+    (:class:`_HeldHead`), and its last-resort 500 in JSON."""
+
+    async def send(self, message: Any) -> None:
+        held = self.transport
+        if type(held) is _HeldHead:  # the first body part after a held head (or a stray message)
+            try:
+                await super().send(message)
+            finally:
+                self.transport = held.transport
+                held.flush()
+            return
+        if message["type"] != "http.response.start" or self.response_started:
+            await super().send(message)
+            return
+        held = _HeldHead(self.transport)
+        self.transport = held  # type: ignore[assignment]
+        try:
+            await super().send(message)
+        except BaseException:
+            self.transport = held.transport
+            held.flush()
+            raise
+
     async def send_500_response(self) -> None:
         body = orjson.dumps({"error": {"code": "internal_error", "message": "internal server error: the request "
                                        "was cut short (the server is shutting down, or a bug; it has been logged)",
@@ -59,8 +130,9 @@ class _JsonErrorCycle(RequestResponseCycle):
         await self.send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-# uvicorn builds each request's cycle from this module global: ours answers its 500s in JSON.
-httptools_impl.RequestResponseCycle = _JsonErrorCycle  # type: ignore[misc]
+# uvicorn builds each request's cycle from this module global: ours holds the head for the body
+# and answers its 500s in JSON.
+httptools_impl.RequestResponseCycle = _Cycle  # type: ignore[misc]
 
 
 def protocol_class(settings: Settings) -> type[asyncio.Protocol]:
