@@ -63,7 +63,8 @@ _FLOAT_BYTES = re.compile(rb"[.eE]")
 
 def loads(body: bytes | memoryview) -> Any:
     """``orjson.loads(body)``, with the large flat number arrays of the call's tensors as
-    :class:`JsonNumbers` (see the module's docstring); raises what orjson raises."""
+    :class:`JsonNumbers` and their long base64 strings as :class:`Base64Bytes` (see the
+    module's docstring); raises what orjson raises."""
     data = bytes(body) if isinstance(body, memoryview) else body
     if len(data) < MIN_B64_BODY_BYTES:
         return orjson.loads(data)
