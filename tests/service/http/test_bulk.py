@@ -46,6 +46,13 @@ def _outcome(parse, body: bytes):
     return out, doc.get("network")
 
 
+def _decodes_as_plain(parts: list[str], network: str) -> None:
+    """A body of ``network`` and the input tensors ``parts`` (JSON texts) decodes the same,
+    values or errors, through the bulk parser as through orjson."""
+    body = ('{"network": ' + network + ', "inputs": [' + ", ".join(parts) + "]}").encode()
+    assert _outcome(bulk.loads, body) == _outcome(orjson.loads, body)
+
+
 def _broken(data, text: str, breaks) -> str:
     """``text`` with one of ``breaks`` drawn (None: unchanged) put in at a drawn place."""
     broken = data.draw(breaks)
@@ -79,9 +86,8 @@ def test_bulk_numbers_decode_exactly_as_lists(tiny, data):
         shape = data.draw(st.sampled_from([[len(values)], [len(values) + 1], None, [1, len(values)]]))
         head = {"dtype": dtype} if shape is None else {"dtype": dtype, "shape": shape}
         parts.append(orjson.dumps(head)[:-1].decode() + f', "data"{data.draw(spaces)}:{data.draw(spaces)}{text}}}')
-    network = '{"parameters": [{"name": "w", "value": {"dtype": "float32", "shape": [3], "data": [1.5, 2, 3]}}]}'
-    body = ('{"network": ' + network + ', "inputs": [' + ", ".join(parts) + "]}").encode()
-    assert _outcome(bulk.loads, body) == _outcome(orjson.loads, body)
+    _decodes_as_plain(parts, '{"parameters": [{"name": "w", "value": {"dtype": "float32", "shape": [3], '
+                             '"data": [1.5, 2, 3]}}]}')
 
 
 def test_the_bulk_path_is_taken_for_call_tensors_only(tiny):
@@ -154,9 +160,8 @@ def test_bulk_base64_decodes_exactly_as_strings(tiny, data):
         size = len(raw) // np.dtype(dtype).itemsize
         shape = data.draw(st.sampled_from([[size], [size + 1], [len(raw)]]))
         parts.append(f'{{"dtype": "{dtype}", "shape": {shape}, "b64"{data.draw(spaces)}:{data.draw(spaces)}"{text}"}}')
-    network = '{"parameters": [{"name": "w", "value": {"dtype": "float32", "shape": [1], "b64": "AACAPw=="}}]}'
-    body = ('{"network": ' + network + ', "inputs": [' + ", ".join(parts) + "]}").encode()
-    assert _outcome(bulk.loads, body) == _outcome(orjson.loads, body)
+    _decodes_as_plain(parts, '{"parameters": [{"name": "w", "value": {"dtype": "float32", "shape": [1], '
+                             '"b64": "AACAPw=="}}]}')
 
 
 def test_the_bulk_base64_path_is_taken_for_call_tensors_only(tiny):
