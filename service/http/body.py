@@ -33,6 +33,7 @@ from ..errors import (
     RequestTimeoutError,
     UnsupportedEncodingError,
 )
+from .bulk import comma_windows
 from .bulk import loads as bulk_loads
 
 BINARY_HEADER = "inference-header-content-length"
@@ -354,12 +355,8 @@ def _binary_tensors(node: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]
             yield from _binary_tensors(value, f"{path}[{i}]")
 
 
-def mostly_strings(body: bytes, json_size: int, windows: int = 4, width: int = 64) -> bool:
+def mostly_strings(body: bytes, json_size: int) -> bool:
     """Whether the JSON part of a large body (its first ``json_size`` bytes) looks like a few long
-    strings (base64 tensors) rather than numbers: no comma in any of ``windows`` samples of
-    ``width`` bytes spread over it (a JSON array of numbers has one every few bytes; base64 has
-    none). Microseconds, whatever the size: it decides whether parsing is worth the thread pool."""
-    if json_size < windows * width:
-        return False
-    step = json_size // (windows + 1)
-    return all(body.find(b",", step * i, step * i + width) < 0 for i in range(1, windows + 1))
+    strings (base64 tensors) rather than numbers: no comma in any of four samples spread over it
+    (:func:`service.http.bulk.comma_windows`). It decides whether parsing is worth the thread pool."""
+    return json_size >= 4 * 64 and not any(comma_windows(body, json_size, windows=4))

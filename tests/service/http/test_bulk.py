@@ -23,7 +23,9 @@ DTYPES = ["float16", "bfloat16", "float32", "float64", "int8", "int16", "int32",
 ints = st.one_of(st.integers(-300, 300), st.integers(-2**63, 2**63 - 1),
                  st.sampled_from([2**63 - 1, -2**63, 2**63, 2**64 - 1, 2**64, -2**63 - 1, 10**30, 0, -1]))
 floats = st.floats(allow_nan=False, allow_infinity=False).map(repr) | st.sampled_from(
-    ["-0.0", "1e3", "1E-3", "2.5e+10", "3.4028235e38", "3.5e38", "65520.0", "1e308", "4.9e-324", "0.1234567"])
+    ["-0.0", "1e3", "1E-3", "2.5e+10", "3.4028235e38", "3.5e38", "65520.0", "1e308", "4.9e-324", "0.1234567",
+     "1e-400", "2.2250738585072011e-308", "0.1000000000000000055511151231257827021181583404541015625",
+     "123456789012345678901234567890.5", "9007199254740993.0", "-1.7976931348623157e308"])
 element = st.one_of(ints.map(str), floats)
 spaces = st.sampled_from(["", " ", "\n", "\t ", "\r\n  "])
 #: a change that makes the array text not JSON (orjson's error must come out, unchanged)
@@ -68,13 +70,15 @@ def tiny(monkeypatch):
     monkeypatch.setattr(bulk, "MIN_BODY_BYTES", 0)
     monkeypatch.setattr(bulk, "MIN_ARRAY_BYTES", 1)
     monkeypatch.setattr(bulk, "SLICE_BYTES", 7)
-    monkeypatch.setattr(bulk, "MIN_B64_BODY_BYTES", 0)
     monkeypatch.setattr(bulk, "MIN_B64_BYTES", 1)
+    monkeypatch.setattr(bulk, "comma_windows", lambda data, size: [True, False])  # both kinds are looked for
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_bulk_numbers_decode_exactly_as_lists(tiny, data):
+def test_bulk_numbers_decode_exactly_as_lists(tiny, monkeypatch, data):
+    # an array read whole, or in slices of a few numbers (whose kinds, ints or floats, differ)
+    monkeypatch.setattr(bulk, "SLICE_BYTES", data.draw(st.sampled_from([7, 1 << 20])))
     n_tensors = data.draw(st.integers(1, 3))
     parts = []
     for _ in range(n_tensors):
@@ -88,6 +92,31 @@ def test_bulk_numbers_decode_exactly_as_lists(tiny, data):
         parts.append(orjson.dumps(head)[:-1].decode() + f', "data"{data.draw(spaces)}:{data.draw(spaces)}{text}}}')
     _decodes_as_plain(parts, '{"parameters": [{"name": "w", "value": {"dtype": "float32", "shape": [3], '
                              '"data": [1.5, 2, 3]}}]}')
+
+
+def test_slices_are_read_by_simdjson_and_what_it_refuses_by_orjson(monkeypatch):
+    calls = []
+
+    class CountingOrjson:
+        JSONDecodeError = orjson.JSONDecodeError
+
+        @staticmethod
+        def loads(text):
+            calls.append(text)
+            return orjson.loads(text)
+
+    monkeypatch.setattr(bulk, "orjson", CountingOrjson)
+    floats = bulk._slice_values(b"[1.5, -2, 1e-3, 9007199254740993]", True)
+    assert floats.dtype == np.float64 and floats.tolist() == [1.5, -2.0, 1e-3, 9007199254740992.0]
+    ints = bulk._slice_values(b"[1, -0, 9223372036854775807]", False)
+    assert ints.dtype == np.int64 and ints.tolist() == [1, 0, 2**63 - 1]
+    assert calls == []  # simdjson alone
+    assert bulk._slice_values(b"[1, 9223372036854775808]", False) is None  # uint64: NumPy's list reading decides
+    assert bulk._slice_values(b"[1.5, 18446744073709551616]", True).tolist() == [1.5, 2.0**64]  # past 64 bits
+    with pytest.raises(ValueError, match="not a JSON array"):
+        bulk._slice_values(b"[1,,2]", True)
+    assert len(calls) == 3
+    assert bulk._slice_values(b"[2.5]", True).tolist() == [2.5] and len(calls) == 3  # a fresh parser after a refusal
 
 
 def test_the_bulk_path_is_taken_for_call_tensors_only(tiny):
@@ -176,6 +205,27 @@ def test_the_bulk_base64_path_is_taken_for_call_tensors_only(tiny):
     assert doc["network"] == plain["network"] and doc["other"] == plain["other"] and doc["bad"] == plain["bad"]
 
 
+def test_only_the_kinds_a_body_holds_are_looked_for(monkeypatch):
+    scans = []
+    for name in ("_number_regions", "_b64_regions"):
+        scan = getattr(bulk, name)
+        monkeypatch.setattr(bulk, name, lambda data, scan=scan, name=name: scans.append(name) or scan(data))
+    x = np.random.default_rng(3).standard_normal(40_000).astype(np.float32)
+    numbers = orjson.dumps({"inputs": [{"dtype": "float32", "shape": [x.size], "data": x}]},
+                           option=orjson.OPT_SERIALIZE_NUMPY)
+    b64 = orjson.dumps({"inputs": [{"dtype": "float32", "shape": [x.size], "b64": base64.b64encode(x.tobytes()).decode()}]})
+    both = orjson.dumps({"inputs": [orjson.loads(numbers)["inputs"][0], orjson.loads(b64)["inputs"][0]]})
+    expected = {numbers: ["_number_regions"], b64: ["_b64_regions"], both: ["_number_regions", "_b64_regions"]}
+    for body, looked_for in expected.items():
+        assert len(body) >= bulk.MIN_BODY_BYTES
+        scans.clear()
+        doc = bulk.loads(body)
+        assert scans == looked_for
+        for tensor in doc["inputs"]:
+            assert type(tensor.get("data", tensor.get("b64"))) in (JsonNumbers, Base64Bytes)
+            assert np.array_equal(decode_tensor(tensor), x)
+
+
 def test_large_base64_body_defaults():
     """With the module's own thresholds: the benchmark MLP's 535 KB input string is decoded in bulk,
     the labels' small string in the same body is not."""
@@ -183,7 +233,7 @@ def test_large_base64_body_defaults():
     body = orjson.dumps({"network_id": "sha256:" + "0" * 64, "inputs": [
         {"dtype": "float32", "shape": [128, 784], "b64": base64.b64encode(x.tobytes()).decode()},
         {"dtype": "float32", "shape": [2], "b64": "AACAPwAAAEA="}]})
-    assert len(body) >= bulk.MIN_B64_BODY_BYTES
+    assert len(body) >= bulk.MIN_BODY_BYTES
     doc = bulk.loads(body)
     assert type(doc["inputs"][0]["b64"]) is Base64Bytes and doc["inputs"][1]["b64"] == "AACAPwAAAEA="
     assert np.array_equal(decode_tensor(doc["inputs"][0]), x)
