@@ -29,7 +29,8 @@ floats = st.floats(allow_nan=False, allow_infinity=False).map(repr) | st.sampled
 element = st.one_of(ints.map(str), floats)
 spaces = st.sampled_from(["", " ", "\n", "\t ", "\r\n  "])
 #: a change that makes the array text not JSON (orjson's error must come out, unchanged)
-breaks = st.sampled_from([None, None, None, ",]", "[,", ",,", "01", "+1", ".5", "1.", "1e", "- 1", "]"])
+breaks = st.sampled_from([None, None, None, ",]", "[,", ",,", "01", "+1", ".5", "1.", "1e", "- 1", "]", "1e+", "-01",
+                          "1.2.3", "e5", "00", "-", "1e5e5", "--1", "0x1", "1E400", "\f", "\u00a0"])
 
 
 def _outcome(parse, body: bytes):
