@@ -50,6 +50,8 @@ def test_project_metadata(pyproject):
         "pydantic",
         "pydantic-settings",
         "orjson",
+        "pybase64",
+        "pysimdjson",
         "prometheus-client",
         "rich",
         "matplotlib",
