@@ -21,9 +21,10 @@ of the same characters). Text it does not take is left to orjson, and so is any 
 backslash in it.
 
 The result is the document ``orjson.loads(body)`` gives, with those lists and strings replaced:
-each array is checked to be valid JSON (every slice parsed by simdjson or orjson), a placeholder is a whole
-JSON value (a random one, found where a tensor's ``data`` or ``b64`` is), and the body's own
-error is raised by orjson itself (its message and position) whenever anything does not add up.
+each array is checked to be valid JSON (every slice parsed by simdjson or orjson), a placeholder
+is a whole JSON value (a random one, found where a tensor's ``data`` or ``b64`` is), and the
+body's own error is raised by orjson itself (its message and position) whenever anything does not
+add up.
 """
 
 from __future__ import annotations
@@ -48,9 +49,10 @@ from engine.tensors import Base64Bytes, JsonNumbers
 MIN_BODY_BYTES = 128 << 10
 #: arrays whose text is shorter than this stay lists
 MIN_ARRAY_BYTES = 64 << 10
-#: text parsed per slice (about 400,000 numbers: simdjson's tape of ~6 MB, or ~13 MB of Python objects
-#: where orjson reads it; the MLP's 1.1 MB input is one slice)
-SLICE_BYTES = 4 << 20
+#: text parsed per slice (about 200,000 numbers: simdjson's buffers of ~3 MB, or ~7 MB of Python
+#: objects where orjson reads it; the MLP's 1.1 MB input is one slice. 4 MiB slices put the
+#: 64 MiB body of tests/hardening/test_memory.py at 3.2x its size against 2.5-2.6x)
+SLICE_BYTES = 2 << 20
 #: base64 strings shorter than this stay strs
 MIN_B64_BYTES = 64 << 10
 #: the top-level fields whose tensors take a JsonNumbers or Base64Bytes (API.md §3; the transforms' vectors)
@@ -198,7 +200,11 @@ def _numbers(data: bytes, start: int, end: int) -> JsonNumbers | None:
     return JsonNumbers(values)
 
 
-_parsers = threading.local()
+# One parser, reused: it keeps its buffers (about 16 bytes a number of the largest slice it read,
+# ~3 MB for a 2 MiB slice), which a parser per thread would keep in every thread of the pool. A
+# slice that arrives while it is busy gets a parser of its own, dropped after.
+_parser = simdjson.Parser()
+_parser_lock = threading.Lock()
 
 
 def _slice_values(text: bytes | memoryview, floats: bool) -> np.ndarray | None:
@@ -210,14 +216,19 @@ def _slice_values(text: bytes | memoryview, floats: bool) -> np.ndarray | None:
     the MLP's 100,352 inputs, against 6.6 ms for orjson's list and NumPy's copy of it), with the
     same correctly rounded float64s and int64s. Anything it refuses (a number past 64 bits, a
     broken array) goes to orjson and NumPy, whose reading of the list is the definition."""
-    parser = getattr(_parsers, "parser", None)
-    if parser is None:
-        parser = _parsers.parser = simdjson.Parser()
+    global _parser
+    shared = _parser_lock.acquire(blocking=False)
     try:
-        return np.frombuffer(parser.parse(text).as_buffer(of_type="d" if floats else "i"),
-                             dtype=np.float64 if floats else np.int64)
-    except (ValueError, TypeError, RuntimeError):
-        _parsers.parser = None  # (a fresh one next time: nothing can still hold this one's document)
+        parser = _parser if shared else simdjson.Parser()
+        try:
+            return np.frombuffer(parser.parse(text).as_buffer(of_type="d" if floats else "i"),
+                                 dtype=np.float64 if floats else np.int64)
+        except (ValueError, TypeError, RuntimeError):
+            if shared:
+                _parser = simdjson.Parser()  # (nothing can still hold the new one's document)
+    finally:
+        if shared:
+            _parser_lock.release()
     try:
         part = np.asarray(orjson.loads(text))
     except orjson.JSONDecodeError:

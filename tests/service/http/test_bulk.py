@@ -120,6 +120,20 @@ def test_slices_are_read_by_simdjson_and_what_it_refuses_by_orjson(monkeypatch):
     assert bulk._slice_values(b"[2.5]", True).tolist() == [2.5] and len(calls) == 3  # a fresh parser after a refusal
 
 
+def test_slices_read_at_once_on_many_threads_each_get_their_own_values():
+    """One parser is shared (under a lock); a slice read while it is busy gets one of its own, and
+    no slice's values are another's or change after."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(5)
+    arrays = [rng.standard_normal(int(rng.integers(1, 5000))) for _ in range(64)]
+    texts = [orjson.dumps(a, option=orjson.OPT_SERIALIZE_NUMPY) for a in arrays]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda text: bulk._slice_values(text, True), texts * 4))
+    for i, values in enumerate(got):
+        np.testing.assert_array_equal(values, arrays[i % len(arrays)])
+
+
 def test_the_bulk_path_is_taken_for_call_tensors_only(tiny):
     body = (b'{"network": {"parameters": [{"name": "w", "value": {"dtype": "float32", "shape": [2], "data": [1, 2]}}]},'
             b' "inputs": [{"dtype": "float32", "shape": [3], "data": [0.5, 1, 2]}], "sens": {"dtype": "int32", '
